@@ -109,21 +109,21 @@ def _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding, op="requa
             bad = int(array.min()) if int(array.min()) < lo else int(array.max())
             raise ValueError(f"{op}: {name} = {bad} is outside its allowed range [{lo}, {hi}]")
         params.append(array.astype(np.int64).reshape(-1))
-    multipliers, shifts = np.broadcast_arrays(*params)
+    channels_of_params = 1 if acc.ndim == 0 else channels
+    multipliers, shifts = (np.broadcast_to(p, (channels_of_params,)) for p in params)
     _check_no_overflow(acc, multipliers, shifts, zero_point, op)
-    return acc, np.ascontiguousarray(multipliers), np.ascontiguousarray(shifts), zero_point, qmin, qmax, mode
+    return acc, multipliers, shifts, zero_point, qmin, qmax, mode
 
 
 def _check_no_overflow(acc, multipliers, shifts, zero_point, op):
     """Prove, per channel, that ``|acc*M| + 2**(k-1)`` and the shifted result plus ``zp`` fit int64."""
     if acc.size == 0 or acc.dtype.itemsize <= 4:
         return  # |acc| <= 2**31 and |M| < 2**31: the product is below 2**62, plus 2**61 at most
-    per_channel = acc.reshape(-1, multipliers.shape[0]) if acc.ndim and multipliers.shape[0] > 1 else acc.reshape(-1, 1)
+    per_channel = acc.reshape(-1, multipliers.shape[0])
     lows, highs = per_channel.min(axis=0), per_channel.max(axis=0)
     for channel in range(per_channel.shape[1]):
         acc_bound = max(abs(int(lows[channel])), abs(int(highs[channel])))
-        m = abs(int(multipliers[channel if multipliers.shape[0] > 1 else 0]))
-        k = int(shifts[channel if shifts.shape[0] > 1 else 0])
+        m, k = abs(int(multipliers[channel])), int(shifts[channel])
         product = acc_bound * m
         check_int_bounds_fit(product + (1 << k >> 1), f"acc * multiplier (channel {channel})", op)
         check_int_bounds_fit((product >> k) + 1 + abs(zero_point), f"the shifted result plus zero_point (channel {channel})", op, INT64_MAX)
@@ -139,11 +139,12 @@ def requantize_reference(acc, multiplier, shift, *, zero_point=0, qmin=-128, qma
 
 @parallel_kernel
 def _requantize_kernel(acc, multipliers, shifts, zero_point, qmin, qmax, mode, out):
-    channels = multipliers.shape[0]
-    for i in prange(acc.shape[0]):
-        channel = i % channels
-        value = round_shift_scalar(np.int64(acc[i]) * multipliers[channel], shifts[channel], mode) + zero_point
-        out[i] = min(max(value, qmin), qmax)
+    # acc and out are (rows, C); multipliers and shifts have length C
+    for row in prange(acc.shape[0]):
+        for channel in range(acc.shape[1]):
+            product = np.int64(acc[row, channel]) * multipliers[channel]
+            value = round_shift_scalar(product, shifts[channel], mode) + zero_point
+            out[row, channel] = min(max(value, qmin), qmax)
 
 
 def requantize(acc, multiplier, shift, *, zero_point=0, qmin=-128, qmax=127, rounding="half_up"):
@@ -160,8 +161,9 @@ def requantize(acc, multiplier, shift, *, zero_point=0, qmin=-128, qmax=127, rou
     array([ 2, -2,  2], dtype=int8)
     """
     acc, multipliers, shifts, zero_point, qmin, qmax, mode = _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding)
-    flat = np.ascontiguousarray(acc).reshape(-1)
-    out = np.empty(flat.shape[0], dtype=smallest_code_dtype(qmin, qmax))
-    if flat.shape[0]:
-        _requantize_kernel(flat, multipliers, shifts, np.int64(zero_point), np.int64(qmin), np.int64(qmax), mode, out)
+    rows = np.ascontiguousarray(acc).reshape(-1, multipliers.shape[0])
+    out = np.empty(rows.shape, dtype=smallest_code_dtype(qmin, qmax))
+    if rows.size:
+        _requantize_kernel(rows, np.ascontiguousarray(multipliers), np.ascontiguousarray(shifts),
+                           np.int64(zero_point), np.int64(qmin), np.int64(qmax), mode, out)
     return out.reshape(acc.shape)
