@@ -48,28 +48,62 @@ def median_seconds(function: Callable[[], object], repeats: int, budget_seconds:
 
 
 def cases(rng: np.random.Generator) -> list[Case]:
+    """One case per row-wise / elementwise kernel at ViT-Ti batch-32 shapes, against its numpy reference."""
     import intsim.ops as ops
 
-    out: list[Case] = []
+    tokens = (BATCH, TOKENS, DIM)
+    attention = (BATCH, HEADS, TOKENS, TOKENS)
+    hidden = (BATCH, TOKENS, HIDDEN)
 
     acc = rng.integers(-(2**20), 2**20, size=(BATCH, TOKENS, 3 * DIM), dtype=np.int32)
     multiplier = rng.integers(2**30, 2**31 - 1, size=3 * DIM)
     shift = rng.integers(30, 40, size=3 * DIM)
-    kwargs = dict(zero_point=128, qmin=0, qmax=255)
-    out.append(Case("requantize (per channel)", str(acc.shape),
-                    lambda: ops.requantize(acc, multiplier, shift, **kwargs),
-                    lambda: ops.requantize_reference(acc, multiplier, shift, **kwargs), "reference", 20.0))
+    requant = dict(zero_point=128, qmin=0, qmax=255)
 
-    for extra in getattr(ops, "BENCH_EXTRA", []):
-        out.append(extra(rng))
-    return out
+    residual_stream = rng.integers(0, 256, size=tokens).astype(np.uint8)
+    ln_params = ops.layernorm_constants(rng.normal(1.0, 0.2, DIM), rng.normal(0.0, 0.2, DIM), 0.05)
+    layernorm = dict(zero_point=121, alpha=rng.integers(0, 4, size=DIM), **ln_params._asdict())
+
+    logits = rng.integers(0, 256, size=attention).astype(np.uint8)
+    exp_constants = ops.i_exp_constants(0.06)
+    softmax = dict(zero_point=100, constants=exp_constants)
+    exponent_input = -rng.integers(0, 2000, size=attention).astype(np.int64)
+    lis_codes = ops.log_int_softmax(logits, **softmax)
+    values = rng.integers(0, 256, size=(BATCH, HEADS, TOKENS, DIM // HEADS)).astype(np.uint8)
+
+    gelu_input = rng.integers(0, 256, size=hidden).astype(np.uint8)
+    gelu_table = ops.build_gelu_lut(in_scale=0.05, in_zero_point=100, out_scale=0.03, out_zero_point=10)
+    fc1_acc = rng.integers(-(2**16), 2**16, size=hidden).astype(np.int32)
+    gelu_constants = ops.i_gelu_constants(1e-3)
+
+    other = rng.integers(0, 256, size=tokens).astype(np.uint8)
+    ma, mb, k = ops.residual_add_constants(0.05, 0.02 * 2.0 ** rng.integers(0, 4, size=DIM), 0.04)
+    residual = dict(a_zero_point=120, b_zero_point=7, a_multiplier=ma, b_multiplier=mb, shift=k, out_zero_point=110)
+
+    squares = rng.integers(0, 2**46, size=(BATCH, TOKENS))
+
+    def pair(name, shape, kernel, reference, *args, **kwargs):
+        return Case(name, str(shape), lambda: kernel(*args, **kwargs), lambda: reference(*args, **kwargs),
+                    "reference", 20.0)
+
+    return [
+        pair("requantize (per channel)", acc.shape, ops.requantize, ops.requantize_reference, acc, multiplier, shift, **requant),
+        pair("ptf_layernorm", tokens, ops.ptf_layernorm, ops.ptf_layernorm_reference, residual_stream, **layernorm),
+        pair("log_int_softmax", attention, ops.log_int_softmax, ops.log_int_softmax_reference, logits, **softmax),
+        pair("uniform_int_softmax", attention, ops.uniform_int_softmax, ops.uniform_int_softmax_reference, logits, **softmax),
+        pair("int_exp", attention, ops.int_exp, ops.int_exp_reference, exponent_input, exp_constants),
+        pair("lis_attention_values", f"{attention} x {values.shape}", ops.lis_attention_values,
+             ops.lis_attention_values_reference, lis_codes, values, v_zero_point=128),
+        pair("residual_add (PTF output)", tokens, ops.residual_add, ops.residual_add_reference, residual_stream, other, **residual),
+        pair("lut_lookup (GELU)", hidden, ops.lut_lookup, ops.lut_lookup_reference, gelu_input, gelu_table),
+        pair("i_gelu", hidden, ops.i_gelu, ops.i_gelu_reference, fc1_acc, gelu_constants),
+        pair("isqrt (LayerNorm sigmas)", squares.shape, ops.isqrt, ops.isqrt_reference, squares),
+    ]
 
 
 def matmul_cases(rng: np.random.Generator) -> list[Case]:
-    try:
-        from intsim.ops.matmul import integer_matmul
-    except ImportError:
-        return []
+    from intsim.ops.matmul import integer_matmul
+
     shapes = [
         ("qkv linear", (BATCH, TOKENS, DIM), (DIM, 3 * DIM), 255, 127),
         ("fc1 linear", (BATCH, TOKENS, DIM), (DIM, HIDDEN), 255, 127),
@@ -80,6 +114,8 @@ def matmul_cases(rng: np.random.Generator) -> list[Case]:
     out = []
     for name, a_shape, b_shape, a_hi, b_hi in shapes:
         a = rng.integers(0, a_hi + 1, size=a_shape).astype(np.uint8 if a_hi < 256 else np.int32)
+        if a_hi > 255:  # attention weights 2**(15 - A) of realistic LIS codes, not uniform values
+            a = np.where(rng.random(a_shape) < 0.9, 0, 2 ** (15 - rng.integers(2, 16, size=a_shape))).astype(np.int32)
         b_signed = b_hi == 127
         b = (rng.integers(-128, 128, size=b_shape).astype(np.int8) if b_signed
              else rng.integers(0, 256, size=b_shape).astype(np.uint8))

@@ -69,11 +69,11 @@ def rounding_shift_right_reference(x: np.ndarray, shift: np.ndarray, rounding: s
 @kernel
 def round_shift_scalar(x, shift, mode):
     """Numba twin of :func:`rounding_shift_right_reference` for one int64 (``mode`` is a rounding code)."""
+    if mode == 0:  # half_up, branch-free so that loops over channels vectorise; shift 0 adds 0
+        return (x + ((np.int64(1) << shift) >> 1)) >> shift
     if shift == 0:
         return x
     half = np.int64(1) << (shift - 1)
-    if mode == 0:  # half_up
-        return (x + half) >> shift
     floor_quotient = x >> shift
     remainder = x - (floor_quotient << shift)
     if remainder > half:

@@ -2,9 +2,21 @@
 
 Users drive their own hardware models with the same cases as intsim's property tests::
 
-    from intsim.testing import strategies as ist
+    from intsim.testing import strategies, softmax_strategies
+    @given(softmax_strategies.softmax_cases())
+    def test_my_rtl_softmax(case): ...
+
+Modules: :mod:`~intsim.testing.strategies` (corner values, integer arrays, requantization cases) and one
+module per op family: ``matmul_strategies``, ``layernorm_strategies``, ``softmax_strategies``,
+``gelu_strategies`` (GELU and residual add).
 """
 
-from intsim.testing import strategies
+from intsim.testing import (
+    gelu_strategies,
+    layernorm_strategies,
+    matmul_strategies,
+    softmax_strategies,
+    strategies,
+)
 
-__all__ = ["strategies"]
+__all__ = ["strategies", "matmul_strategies", "layernorm_strategies", "softmax_strategies", "gelu_strategies"]
