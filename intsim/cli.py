@@ -1,17 +1,119 @@
-"""The ``intsim`` command: thin argument parsing over library functions.
+"""The ``intsim`` command: thin argument parsing over library functions (:mod:`intsim.evaluate`).
 
-Sub-commands so far:
-    intsim ops        list the integer operators, their reference (the spec) and their kernel
-    intsim --version
-Quantization, running, checking and golden-vector commands arrive with the Program and interpreter.
+    intsim quantize [--model NAME --weights FILE] [--calib DIR] [--config CFG] --output PROGRAM
+    intsim run PROGRAM IMAGE...
+    intsim check PROGRAM [--model NAME --weights FILE] [--data DIR] [--limit N] [--json FILE]
+    intsim eval [--model NAME --weights FILE] [--calib DIR] [--data DIR] [--config CFG] [--limit N] [--json FILE]
+    intsim ops
+
+Without ``--model`` the embedded digits ViT is used, with its own calibration and held-out images, so every
+command runs on a fresh machine with no data. Every failure (missing or corrupt file, bad folder, unknown
+name) prints one message naming the file or option and exits with status 2; no partial output is left.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import intsim
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(payload, stream, indent=2, sort_keys=True)
+        stream.write("\n")
+    os.replace(temporary, path)
+    print(f"wrote {path}")
+
+
+def _config(args):
+    from intsim.quant.configs import make_config
+
+    return make_config(args.config, wbits=args.wbits, abits=args.abits, attn_bits=args.attn_bits,
+                       observer=args.observer, rounding=args.rounding)
+
+
+def _quantize(args) -> int:
+    from intsim.evaluate import quantize
+    from intsim.program import save_program
+
+    _, program = quantize(args.model, args.weights, args.calib, _config(args), batch_size=args.batch_size,
+                          workers=args.workers, limit=args.calib_limit)
+    path = save_program(program, args.output)
+    print(f"wrote {path}: {len(program.ops)} ops, {len(program.constants)} constant tensors, "
+          f"config {program.metadata['config']['name']}, sha256 {program.sha256()[:16]}")
+    return 0
+
+
+def _run(args) -> int:
+
+    from intsim.data import Preprocess, load_image
+    from intsim.interpreter import run_program
+    from intsim.program import load_program
+
+    program = load_program(args.program)
+    preprocess = Preprocess.from_config(program.metadata["preprocess"])
+    names = program.metadata.get("class_names") or []
+    import numpy as np
+
+    pixels = np.stack([load_image(path, preprocess) for path in args.images])
+    logits = run_program(program, pixels)
+    for path, row in zip(args.images, logits):
+        print(path)
+        order = np.argsort(-row.astype(np.int64), kind="stable")[:5]
+        for rank, index in enumerate(order, 1):
+            name = names[index] if index < len(names) else str(index)
+            print(f"  {rank}. class {index:<5d} logit {int(row[index]):>12d}  {name}")
+    return 0
+
+
+def _check(args) -> int:
+    from intsim.evaluate import check_program, labelled_batches, load_float_model
+    from intsim.program import load_program
+    from intsim.quant.vit import QuantViT
+
+    program = load_program(args.program)
+    model, preprocess, _, _ = load_float_model(args.model, args.weights)
+    qvit = QuantViT.from_program(model, program)
+    batches = labelled_batches(args.data, preprocess, limit=args.limit, batch_size=args.batch_size, workers=args.workers)
+    result = check_program(qvit, program, batches).as_json()
+    print(f"{'tensor':<36} {'exact match':>12} {'fast match':>11} {'fast max |d| LSB':>17}")
+    for name, row in result["per_point"].items():
+        fast = "" if row["fast_match_rate"] is None else f"{row['fast_match_rate']:.4f}"
+        delta = "" if row["fast_max_delta_lsb"] is None else str(row["fast_max_delta_lsb"])
+        print(f"{name:<36} {row['exact_match_rate']:>12.6f} {fast:>11} {delta:>17}")
+    print(f"\nexact_match_rate {result['exact_match_rate']:.6f} over {result['points']} tensors and {result['images']} images")
+    print(f"top-1 agreement: integer vs float {100 * result['top1_agreement']:.2f} %, "
+          f"integer vs fast fake-quant {100 * result['top1_agreement_integer_vs_fakequant']:.2f} %")
+    _write_json(args.json, result)
+    return 0 if result["exact_match_rate"] == 1.0 else 1
+
+
+def _eval(args) -> int:
+    from intsim.evaluate import evaluate, labelled_batches, quantize
+
+    qvit, program = quantize(args.model, args.weights, args.calib, _config(args), batch_size=args.batch_size,
+                             workers=args.workers, limit=args.calib_limit)
+    from intsim.data import Preprocess
+
+    preprocess = Preprocess.from_config(program.metadata["preprocess"])
+    batches = labelled_batches(args.data, preprocess, limit=args.limit, batch_size=args.batch_size, workers=args.workers)
+    result = evaluate(qvit, program, batches)
+    print(f"{'pipeline':<12} {'top-1 %':>8} {'top-5 %':>8}   ({result['images']} images, config {result['config']})")
+    for name in ("float", "fakequant", "integer"):
+        print(f"{name:<12} {result[name]['top1']:>8.2f} {result[name]['top5']:>8.2f}")
+    _write_json(args.json, result)
+    return 0
 
 
 def _list_ops(_args) -> int:
@@ -23,10 +125,52 @@ def _list_ops(_args) -> int:
     return 0
 
 
+def _add_model(parser, *, calib: bool) -> None:
+    parser.add_argument("-m", "--model", help="timm model name (default: the embedded digits ViT)")
+    parser.add_argument("-w", "--weights", help="timm state_dict file (.safetensors or torch .pth/.pt/.bin)")
+    if calib:
+        parser.add_argument("--calib", help="folder of calibration images, searched recursively (default: embedded)")
+        parser.add_argument("--calib-limit", type=int, help="use only the first N calibration images")
+        parser.add_argument("-c", "--config", default="fqvit-w8a8a4", help="named configuration (fqvit-w8a8a4, fqvit-w8a8a8)")
+        parser.add_argument("--wbits", type=int, help="weight bits (4..8), overriding the configuration")
+        parser.add_argument("--abits", type=int, help="activation bits (4..8)")
+        parser.add_argument("--attn-bits", type=int, help="attention-probability bits: 4 = Log-Int-Softmax, 5..8 uniform")
+        parser.add_argument("--observer", help="activation observer: minmax, ema, percentile, omse")
+        parser.add_argument("--rounding", help="rounding of every requantization: half_up, half_even, half_away")
+    parser.add_argument("-b", "--batch-size", type=int, default=32)
+    parser.add_argument("-j", "--workers", type=int, default=2, help="image-decoding worker processes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intsim", description="Bit-exact integer reference simulator for quantized ViTs")
     parser.add_argument("--version", action="version", version=f"intsim {intsim.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    quantize = commands.add_parser("quantize", help="calibrate a model and export its integer Program")
+    _add_model(quantize, calib=True)
+    quantize.add_argument("-o", "--output", required=True, help="Program file to write")
+    quantize.set_defaults(handler=_quantize)
+
+    run = commands.add_parser("run", help="run a Program on images: top-5 classes with integer logits")
+    run.add_argument("program")
+    run.add_argument("images", nargs="+")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="cross-check a Program: integer vs exact (must be 100 %) vs fast fake-quant")
+    check.add_argument("program")
+    _add_model(check, calib=False)
+    check.add_argument("-d", "--data", help="labelled image folder (default: embedded held-out digits)")
+    check.add_argument("--limit", type=int, help="use only the first N images")
+    check.add_argument("--json", help="write the results as JSON")
+    check.set_defaults(handler=_check)
+
+    evaluate = commands.add_parser("eval", help="top-1/top-5 of float, fast fake-quant and integer on the same images")
+    _add_model(evaluate, calib=True)
+    evaluate.add_argument("-d", "--data", help="labelled image folder (default: embedded held-out digits)")
+    evaluate.add_argument("--limit", type=int, help="use only the first N images")
+    evaluate.add_argument("--json", help="write the results as JSON")
+    evaluate.set_defaults(handler=_eval)
+
     ops = commands.add_parser("ops", help="list the integer operators and their numpy references")
     ops.set_defaults(handler=_list_ops)
     return parser
@@ -38,7 +182,14 @@ def main(argv=None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    return args.handler(args)
+    from intsim.program import ProgramError
+
+    try:
+        return args.handler(args)
+    except (ProgramError, ValueError, TypeError, OverflowError, FileNotFoundError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"intsim {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ __all__ = [
 RECIPROCAL_BITS = 48  # P: inv = 2**P // sigma
 NORM_FRACTION_BITS = 16  # F: fraction bits of the normalised value n = (x - mean) / std
 MAX_CHANNELS = 2**14  # C bound under which |t * inv| <= 2*sqrt(C-1) * 2**48 < 2**56 always fits int64
-MAX_PTF_ALPHA = 3  # FQ-ViT's K = 3: alpha in {0, 1, 2, 3}
+MAX_PTF_ALPHA = 7  # FQ-ViT uses K = 3 (alpha in 0..3); intsim accepts up to 7 (|x_hat| <= 255 << 7, 16 bits)
 MAX_INPUT_BITS = 16
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _MAX_MULTIPLIER = 2**MULTIPLIER_BITS - 1

@@ -117,8 +117,9 @@ def _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding, op="requa
 
 def _check_no_overflow(acc, multipliers, shifts, zero_point, op):
     """Prove, per channel, that ``|acc*M| + 2**(k-1)`` and the shifted result plus ``zp`` fit int64."""
-    if acc.size == 0 or acc.dtype.itemsize <= 4:
-        return  # |acc| <= 2**31 and |M| < 2**31: the product is below 2**62, plus 2**61 at most
+    info = np.iinfo(acc.dtype)
+    if acc.size == 0 or (info.min >= _INT32_MIN and info.max <= 2**31):
+        return  # the dtype bounds |acc| by 2**31 and |M| < 2**31: the product is below 2**62, plus 2**61 at most
     per_channel = acc.reshape(-1, multipliers.shape[0])
     lows, highs = per_channel.min(axis=0), per_channel.max(axis=0)
     for channel in range(per_channel.shape[1]):

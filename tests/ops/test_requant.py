@@ -140,6 +140,9 @@ def test_quantize_multiplier_refuses_unrepresentable(real):
         (dict(acc=np.array([1]), multiplier=1, shift=0, rounding="nearest"), ValueError, "unknown rounding mode"),
         (dict(acc=np.array([1]), multiplier=1, shift=0, zero_point=300), ValueError, "zero_point = 300"),
         (dict(acc=np.array([2**40]), multiplier=2**30, shift=0), OverflowError, "overflows int64"),
+        # found by the torch-twin cross-check: a uint32 accumulator is not bounded by 2**31
+        (dict(acc=np.array([2**32 - 1], dtype=np.uint32), multiplier=2**31 - 1, shift=62, qmin=-(2**31), qmax=2**31 - 1),
+         OverflowError, "overflows int64"),
         (dict(acc=np.array([2**63 - 2]), multiplier=1, shift=0, qmin=0, qmax=2**31 - 1, zero_point=2**31 - 1), OverflowError, "zero_point"),
     ],
 )

@@ -1,0 +1,76 @@
+"""Named quantization configurations: bit widths, observer, PTF, softmax and GELU choices, rounding.
+
+``fqvit-w8a8a4`` is FQ-ViT's 8/8/4 (int8 weights, uint8 activations, PTF LayerNorm inputs, 4-bit
+Log-Int-Softmax); ``fqvit-w8a8a8`` the same with an 8-bit uniform integer softmax. Generic widths come from
+:func:`make_config` (the CLI's ``--wbits/--abits/--attn-bits``): attention bits 4 means Log-Int-Softmax,
+5..8 a uniform integer softmax of that width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from intsim.ops._checks import check_choice
+from intsim.ops.rounding import ROUNDING_MODES
+
+__all__ = ["CONFIGS", "QuantConfig", "get_config", "make_config"]
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Everything that selects how a model is quantized (all integers/strings: it is stored in the Program)."""
+
+    name: str
+    wbits: int = 8  # weights: symmetric per output channel, codes in [-(2**(w-1)-1), 2**(w-1)-1]
+    abits: int = 8  # activations: unsigned asymmetric per tensor (LayerNorm inputs: PTF per channel)
+    attn_bits: int = 4  # 4: Log-Int-Softmax codes; 5..8: uniform integer softmax of that width
+    observer: str = "minmax"  # minmax | ema | percentile | omse (activations; weights are always minmax)
+    ptf: bool = True  # power-of-two factors for LayerNorm inputs; False: per-tensor
+    ptf_alpha_max: int = 3  # PTF factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3)
+    exact_halving_logits: bool = False  # snap each attention-logit scale to ln2 / m (integer m): no i-exp drift
+    gelu: str = "lut"  # per-code table built at export
+    rounding: str = "half_up"
+
+    @property
+    def softmax(self) -> str:
+        return "lis" if self.attn_bits == 4 else "uniform"
+
+    @property
+    def ptf_levels(self) -> int:
+        return self.ptf_alpha_max + 1 if self.ptf else 1
+
+
+def _validate(config: QuantConfig) -> QuantConfig:
+    for field, value, lo, hi in (("wbits", config.wbits, 2, 8), ("abits", config.abits, 4, 8), ("attn_bits", config.attn_bits, 4, 8)):
+        if not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"quantization config {config.name!r}: {field} = {value!r} outside [{lo}, {hi}]")
+    from intsim.quant.observers import OBSERVERS
+
+    check_choice(config.observer, "observer", f"config {config.name!r}", tuple(OBSERVERS))
+    check_choice(config.rounding, "rounding mode", f"config {config.name!r}", tuple(ROUNDING_MODES))
+    check_choice(config.gelu, "gelu", f"config {config.name!r}", ("lut",))
+    return config
+
+
+CONFIGS: dict[str, QuantConfig] = {
+    config.name: config
+    for config in (
+        QuantConfig("fqvit-w8a8a4", attn_bits=4),
+        QuantConfig("fqvit-w8a8a8", attn_bits=8),
+    )
+}
+
+
+def get_config(name: str) -> QuantConfig:
+    """The named configuration; ``ValueError`` listing the known names otherwise."""
+    return CONFIGS[check_choice(name, "configuration", "intsim", tuple(CONFIGS))]
+
+
+def make_config(base: str = "fqvit-w8a8a4", **overrides) -> QuantConfig:
+    """``base`` with some fields replaced (``None`` values are ignored); the name records the overrides."""
+    config = get_config(base)
+    changes = {key: value for key, value in overrides.items() if value is not None and getattr(config, key) != value}
+    if changes:
+        suffix = ",".join(f"{key}={value}" for key, value in sorted(changes.items()))
+        config = replace(config, name=f"{base}[{suffix}]", **changes)
+    return _validate(config)
