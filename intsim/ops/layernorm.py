@@ -1,13 +1,13 @@
 """Integer LayerNorm over PTF (power-of-two factor) input codes, scale-free and exact (FQ-ViT, integer).
 
 The input is the residual stream quantized with FQ-ViT's PTF: uint8 codes ``q`` with one zero point shared
-by all channels and per-channel scales ``s * 2**alpha_c``, ``alpha_c`` in ``{0, 1, 2, 3}``. LayerNorm
+by all channels and per-channel scales ``s * 2**alpha_c``, ``alpha_c`` in ``0..7`` (FQ-ViT: ``0..3``). LayerNorm
 (without eps) is invariant to the input scale ``s``, so it never appears: only ``alpha`` does. The last
 axis holds the ``C`` channels; every other axis indexes tokens (rows), normalised independently.
 
 Algorithm (the specification; ``P = RECIPROCAL_BITS = 48``, ``F = NORM_FRACTION_BITS = 16``)::
 
-    x_hat_c = (q_c - zp_in) << alpha_c          # |x_hat| <= 255 << 3 = 2040: 12 bits signed for 8-bit codes
+    x_hat_c = (q_c - zp_in) << alpha_c          # |x_hat| <= 255 << 7 = 32640: 16 bits signed for 8-bit codes
     S1 = sum_c x_hat_c ;  S2 = sum_c x_hat_c**2  # int64
     D  = C*S2 - S1**2                            # int64, exact, >= 0 (Cauchy-Schwarz); = C**2 * var(x_hat)
     sigma = isqrt(D)                             # floor(sqrt(D)) = floor(C * std(x_hat)), exact integer sqrt
@@ -24,13 +24,13 @@ Integer contract
     ``q``          integer codes in the declared range of ``bits`` (1..16) / ``signed`` (default uint8
                    ``[0, 255]``), checked; any integer dtype; shape ``(..., C)``, ``1 <= C <= 2**14``.
     ``zero_point`` shared input zero point inside the declared code range.
-    ``alpha``      per-channel PTF shifts in ``[0, 3]`` (scalar or length ``C``).
+    ``alpha``      per-channel PTF shifts in ``[0, 7]`` (scalar or length ``C``).
     ``multiplier`` per-channel ``|M_c| < 2**31``; ``bias`` per-channel int64 ``B_c``; ``shift`` per-channel
                    ``k_c`` in ``[0, 62]`` (each a scalar or length ``C``).
     output         codes in ``[qmin, qmax]`` (inside int32, ``qmin <= out_zero_point <= qmax``), in the
                    narrowest of uint8/int8/uint16/int16/int32 that holds the range.
     Widths (proved in validation with exact Python ints, ``OverflowError`` otherwise), ``X = max|q - zp| << max(alpha)``:
-      - ``C*S2`` and ``S1**2`` are at most ``C**2 * X**2`` (8-bit codes: ``2**28 * 2040**2 < 2**50`` at ``C = 2**14``);
+      - ``C*S2`` and ``S1**2`` are at most ``C**2 * X**2`` (8-bit codes: ``2**28 * 32640**2 < 2**58`` at ``C = 2**14``);
       - ``|t_c * inv| <= 2*sqrt(C-1) * 2**P``: ``|t_c| <= sqrt((C-1)*D)`` and ``sigma >= sqrt(D)/2`` for ``D >= 1``,
         so it is below ``2**56`` for every ``C <= 2**14``, independent of the codes;
       - hence ``|n_c| <= N(C) = ceil(2*sqrt(C-1)) * 2**F`` (:func:`normalized_bound`), and the op proves

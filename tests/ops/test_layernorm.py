@@ -403,7 +403,7 @@ def _with(**changes):
         (_with(q=np.array([[0, 16]]), bits=4), ValueError, r"q holds 16 .* \[0, 15\]"),
         (_with(zero_point=256), ValueError, "zero_point = 256"),
         (_with(zero_point=1.0), TypeError, "zero_point must be an integer"),
-        (_with(alpha=4), ValueError, r"alpha = 4 is outside its allowed range \[0, 3\]"),
+        (_with(alpha=8), ValueError, r"alpha = 8 is outside its allowed range \[0, 7\]"),
         (_with(alpha=np.array([0, 1, -1, 0])), ValueError, "alpha = -1"),
         (_with(alpha=np.array([0, 1, 2])), ValueError, "alpha must be a scalar or a per-channel vector of length 4"),
         (_with(multiplier=2**31), ValueError, "multiplier = 2147483648"),
