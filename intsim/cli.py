@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import intsim
+import intsim  # first: sets OMP_WAIT_POLICY before torch or numba start their thread pools
 
 
 def _write_json(path: str | None, payload: dict) -> None:
@@ -29,11 +29,21 @@ def _write_json(path: str | None, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(payload, stream, indent=2, sort_keys=True)
-        stream.write("\n")
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     print(f"wrote {path}")
+
+
+def _check_output(path: str | None, option: str) -> None:
+    """Refuse an output path that is a folder before any work is done."""
+    if path and Path(path).is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name")
 
 
 def _config(args):
@@ -47,6 +57,7 @@ def _quantize(args) -> int:
     from intsim.evaluate import quantize
     from intsim.program import save_program
 
+    _check_output(args.output, "--output")
     _, program = quantize(args.model, args.weights, args.calib, _config(args), batch_size=args.batch_size,
                           workers=args.workers, limit=args.calib_limit)
     path = save_program(program, args.output)
@@ -78,13 +89,18 @@ def _run(args) -> int:
 
 
 def _check(args) -> int:
-    from intsim.evaluate import check_program, labelled_batches, load_float_model
+    from intsim.evaluate import check_program, labelled_batches, load_float_model, model_mismatch
     from intsim.program import load_program
     from intsim.quant.vit import QuantViT
 
+    _check_output(args.json, "--json")
     program = load_program(args.program)
-    model, preprocess, _, _ = load_float_model(args.model, args.weights)
+    model, preprocess, _, name = load_float_model(args.model, args.weights)
     qvit = QuantViT.from_program(model, program)
+    mismatch = model_mismatch(qvit, program)
+    if mismatch:
+        raise ValueError(f"{args.program} was not exported from model {name} (its metadata says "
+                         f"{program.metadata.get('model')!r}): {mismatch}; give the Program's --model and --weights")
     batches = labelled_batches(args.data, preprocess, limit=args.limit, batch_size=args.batch_size, workers=args.workers)
     result = check_program(qvit, program, batches).as_json()
     print(f"{'tensor':<36} {'exact match':>12} {'fast match':>11} {'fast max |d| LSB':>17}")
@@ -102,6 +118,7 @@ def _check(args) -> int:
 def _eval(args) -> int:
     from intsim.evaluate import evaluate, labelled_batches, quantize
 
+    _check_output(args.json, "--json")
     qvit, program = quantize(args.model, args.weights, args.calib, _config(args), batch_size=args.batch_size,
                              workers=args.workers, limit=args.calib_limit)
     from intsim.data import Preprocess
@@ -156,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("images", nargs="+")
     run.set_defaults(handler=_run)
 
-    check = commands.add_parser("check", help="cross-check a Program: integer vs exact (must be 100 %) vs fast fake-quant")
+    check = commands.add_parser("check", help="cross-check a Program: integer vs exact (must be 100 %%) vs fast fake-quant")
     check.add_argument("program")
     _add_model(check, calib=False)
     check.add_argument("-d", "--data", help="labelled image folder (default: embedded held-out digits)")
@@ -176,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_counts(args) -> None:
+    """Counts given on the command line: at least 1 (``--workers``: at least 0)."""
+    for option, minimum in (("limit", 1), ("calib_limit", 1), ("batch_size", 1), ("workers", 0)):
+        value = getattr(args, option, None)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -185,10 +210,12 @@ def main(argv=None) -> int:
     from intsim.program import ProgramError
 
     try:
+        _check_counts(args)
         return args.handler(args)
-    except (ProgramError, ValueError, TypeError, OverflowError, FileNotFoundError, KeyError) as error:
+    except (ProgramError, ValueError, TypeError, OverflowError, OSError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"intsim {args.command}: error: {message}", file=sys.stderr)
+        text = " ".join(str(message).split())  # one line, even for multi-line library messages (torch.load)
+        print(f"intsim {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from intsim.program import Program
 
-__all__ = ["Batch", "CheckResult", "calibrate", "check_program", "evaluate", "labelled_batches", "load_float_model", "quantize"]
+__all__ = ["Batch", "CheckResult", "calibrate", "check_program", "evaluate", "labelled_batches", "load_float_model", "model_mismatch", "quantize"]
 
 EMBEDDED = "intsim-digits"
 
@@ -116,6 +116,28 @@ def quantize(model_name, weights, calib, config, *, batch_size=32, workers=2, li
     qvit = calibrate(model, preprocess, config, calib, batch_size=batch_size, workers=workers, limit=limit)
     program = export_program(qvit, model_name=name, class_names=class_names, preprocess=preprocess.to_config())
     return qvit, program
+
+
+def model_mismatch(qvit, program: Program) -> str | None:
+    """Why ``program`` cannot have been exported from the float model of ``qvit`` (built with
+    :meth:`~intsim.quant.vit.QuantViT.from_program`), or ``None``: input size, layers, weight shapes and
+    re-quantized weight codes must all be the Program's."""
+    (input_name,) = program.input_names
+    pixels = list(program.tensors[input_name].shape or [])
+    if pixels != [3, *qvit.input_size]:
+        return f"the Program takes pixels {pixels}, the model {[3, *qvit.input_size]}"
+    layers = {name[: -len(".weight")] for name in program.constants if name.endswith(".weight")}
+    if layers != set(qvit.weights):
+        extra, missing = sorted(layers - set(qvit.weights)), sorted(set(qvit.weights) - layers)
+        return f"layers only in the Program: {extra[:3]}, only in the model: {missing[:3]}"
+    for name, weights in qvit.weights.items():
+        codes = program.constants[f"{name}.weight"]
+        if tuple(codes.shape) != tuple(weights.codes.shape):
+            return f"layer {name} has weights {tuple(codes.shape)} in the Program, {tuple(weights.codes.shape)} in the model"
+        differ = int((weights.codes.numpy() != codes).sum())
+        if differ:
+            return f"layer {name}: {differ} of {codes.size} weight codes differ from the Program's"
+    return None
 
 
 def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:

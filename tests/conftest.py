@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+import intsim  # noqa: F401  (first: sets OMP_WAIT_POLICY before any test imports torch or numba)
+
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
     "ci",
