@@ -372,11 +372,15 @@ def _check_lis_bound(constants, row_length, op):
 
 
 def _check_uniform_bound(constants, row_length, levels, op):
-    """Prove ``e * levels + (S >> 1) <= e_max * levels + (L * e_max >> 1)`` fits int64."""
+    """Prove ``e * levels + (S >> 1) + S <= e_max * levels + (L * e_max >> 1) + L * e_max`` fits int64.
+
+    The numerator ``e * levels + (S >> 1)`` and, in the kernel's exact division, the products
+    ``quotient * S <= numerator + S`` of its integer correction step (see ``_uniform_int_softmax_row``).
+    """
     e_max = constants.e_max
-    bound = max(e_max * levels + ((row_length * e_max) >> 1), row_length * e_max)
+    bound = e_max * levels + ((row_length * e_max) >> 1) + row_length * e_max
     if bound > INT64_MAX:
-        raise _overflow(op, f"e * {levels} + (S >> 1)", bound, constants, row_length)
+        raise _overflow(op, f"e * {levels} + (S >> 1) + S", bound, constants, row_length)
 
 
 def _row_exp_reference(q, zero_point, constants, mask):
@@ -575,11 +579,20 @@ def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n,
             out[row, j] = 0
         return
     half = total >> 1
+    inverse = 1.0 / np.float64(total)
     for j in range(length):
         e = np.int64(0)
         if not has_mask or mask[row, j]:
             e = _exp_of_gap(top - np.int64(q[row, j]), table, x0, b_int, c_int, n)
-        out[row, j] = (e * levels + half) // total
+        numerator = e * levels + half
+        # floor(numerator / total) exactly: a float64 estimate (relative error < 2**-50, and the quotient is at most
+        # `levels` < 2**16, so it is off by at most one) corrected with exact integer comparisons
+        quotient = np.int64(np.float64(numerator) * inverse)
+        if quotient * total > numerator:
+            quotient -= 1
+        elif (quotient + 1) * total <= numerator:
+            quotient += 1
+        out[row, j] = quotient
 
 
 @parallel_kernel

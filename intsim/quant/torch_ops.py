@@ -583,15 +583,15 @@ def uniform_int_softmax(q, *, zero_point, constants, bits=8, signed=False, out_b
     """Torch twin of :func:`intsim.ops.softmax.uniform_int_softmax`: ``p = (e*(2**out_bits - 1) + (S >> 1)) // S``.
 
     Same ``e``/``S`` as :func:`log_int_softmax`; ``S = 0`` (fully masked row) gives 0. int64 codes in
-    ``[0, 2**out_bits - 1]``; ``OverflowError`` when ``e_max*levels + (L*e_max >> 1)`` does not fit int64.
+    ``[0, 2**out_bits - 1]``; ``OverflowError`` when ``e_max*levels + (L*e_max >> 1) + L*e_max`` does not fit int64.
     """
     op = "uniform_int_softmax"
     shape, rows, mask_rows, c = _softmax_rows(q, zero_point, constants, bits, signed, mask, op)
     levels = 2 ** check_int(out_bits, "out_bits", op, lo=1, hi=16) - 1
     length = shape[-1]
-    bound = max(c.e_max * levels + ((length * c.e_max) >> 1), length * c.e_max)
+    bound = c.e_max * levels + ((length * c.e_max) >> 1) + length * c.e_max  # the numpy side's bound, exactly
     if bound > INT64_MAX:
-        raise _overflow(op, f"e * {levels} + (S >> 1)", bound, c, length)
+        raise _overflow(op, f"e * {levels} + (S >> 1) + S", bound, c, length)
     out = torch.empty_like(rows)
     for part in _row_chunks(rows.shape[0], length):
         e, total = _row_exps(rows[part], None if mask_rows is None else mask_rows[part], c)
