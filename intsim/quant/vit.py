@@ -354,8 +354,3 @@ def _ln2_grid(qp: QParams) -> QParams:
     del hi  # the top of the range is clipped by at most the factor s'/s
     return QParams(scale=scale, zero_point=int(zero_point), bits=qp.bits, signed=qp.signed)
 
-
-def scale_of(qparams) -> float | torch.Tensor:
-    """Per-tensor scale (float) or per-channel scales (float64 tensor) of a QParams / PtfQParams."""
-    return qparams.scales if isinstance(qparams, PtfQParams) else qparams.scale
-
