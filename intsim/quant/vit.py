@@ -349,8 +349,7 @@ def _ln2_grid(qp: QParams) -> QParams:
     """
     m = math.ceil(math.log(2.0) / qp.scale)
     scale = math.log(2.0) / m
-    lo, hi = (qp.qmin - qp.zero_point) * qp.scale, (qp.qmax - qp.zero_point) * qp.scale
-    zero_point = min(max(round(-lo / scale), qp.qmin), qp.qmax)
-    del hi  # the top of the range is clipped by at most the factor s'/s
+    lowest = (qp.qmin - qp.zero_point) * qp.scale  # the range keeps its bottom; its top shrinks by s'/s at most
+    zero_point = min(max(round(-lowest / scale), qp.qmin), qp.qmax)
     return QParams(scale=scale, zero_point=int(zero_point), bits=qp.bits, signed=qp.signed)
 
