@@ -20,6 +20,7 @@ __all__ = [
     "as_int_array",
     "check_choice",
     "check_code_range",
+    "declared_code_range",
     "check_int",
     "check_int_bounds_fit",
     "int_range",
@@ -74,9 +75,21 @@ def max_abs(array: np.ndarray) -> int:
     return max(abs(int(array.min())), abs(int(array.max())))
 
 
+def declared_code_range(bits, signed, op: str, *, max_bits: int) -> tuple[int, int]:
+    """Validate a declared code width (``bits`` in ``[1, max_bits]``, ``signed`` a bool); return ``(qmin, qmax)``."""
+    bits = check_int(bits, "bits", op, lo=1, hi=max_bits)
+    if not isinstance(signed, (bool, np.bool_)):
+        raise TypeError(f"{op}: signed must be a bool, got {type(signed).__name__} {signed!r}")
+    return int_range(bits, bool(signed))
+
+
 def check_code_range(array: np.ndarray, name: str, op: str, lo: int, hi: int) -> None:
-    """Raise ``ValueError`` if any element of ``array`` lies outside ``[lo, hi]`` (its declared code range)."""
-    if array.size == 0:
+    """Raise ``ValueError`` if any element of ``array`` lies outside ``[lo, hi]`` (its declared code range).
+
+    No scan when the dtype alone proves the range (e.g. uint8 codes declared 8-bit unsigned).
+    """
+    info = np.iinfo(array.dtype)
+    if array.size == 0 or (lo <= info.min and info.max <= hi):
         return
     found_lo, found_hi = int(array.min()), int(array.max())
     if found_lo < lo or found_hi > hi:

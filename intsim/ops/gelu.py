@@ -34,6 +34,7 @@ from intsim.ops._checks import (
     check_code_range,
     check_int,
     check_int_bounds_fit,
+    declared_code_range,
     int_range,
     max_abs,
     smallest_code_dtype,
@@ -135,27 +136,17 @@ def build_gelu_lut(
 # lut_lookup: run time gather
 
 
-def _codes_in_range(codes: np.ndarray, name: str, op: str, lo: int, hi: int) -> None:
-    """``check_code_range``, skipped when the dtype alone proves the range (uint8 codes for an 8-bit table)."""
-    info = np.iinfo(codes.dtype)
-    if lo <= info.min and info.max <= hi:
-        return
-    check_code_range(codes, name, op, lo, hi)
-
-
 def _prepare_lookup(codes, table, bits, signed, op="lut_lookup"):
     """Validate lut_lookup's arguments once; return codes, the table narrowed to its output dtype, and qmin."""
     codes = as_int_array(codes, "codes", op)
     table = as_int_array(table, "table", op)
-    bits = check_int(bits, "bits", op, lo=1, hi=MAX_LUT_BITS)
-    if not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"{op}: signed must be a bool, got {type(signed).__name__} {signed!r}")
-    qmin, qmax = int_range(bits, bool(signed))
-    if table.ndim != 1 or table.shape[0] != 2**bits:
+    qmin, qmax = declared_code_range(bits, signed, op, max_bits=MAX_LUT_BITS)
+    entries = qmax - qmin + 1  # 2**bits
+    if table.ndim != 1 or table.shape[0] != entries:
         raise ValueError(
-            f"{op}: table must be 1-D with one entry per {bits}-bit code (length {2**bits}), got shape {table.shape}"
+            f"{op}: table must be 1-D with one entry per {int(bits)}-bit code (length {entries}), got shape {table.shape}"
         )
-    _codes_in_range(codes, "codes", op, qmin, qmax)
+    check_code_range(codes, "codes", op, qmin, qmax)
     out_dtype = smallest_code_dtype(int(table.min()), int(table.max()))
     return codes, np.ascontiguousarray(table.astype(out_dtype)), qmin
 

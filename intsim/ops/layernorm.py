@@ -64,7 +64,7 @@ from intsim.ops._checks import (
     check_code_range,
     check_int,
     check_int_bounds_fit,
-    int_range,
+    declared_code_range,
     smallest_code_dtype,
 )
 from intsim.ops.isqrt import isqrt_reference, isqrt_scalar
@@ -257,10 +257,7 @@ def _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin
     channels = q.shape[-1]
     if not 1 <= channels <= MAX_CHANNELS:
         raise ValueError(f"{op}: q has C = {channels} channels (last axis); allowed range [1, {MAX_CHANNELS}]")
-    bits = check_int(bits, "bits", op, lo=1, hi=MAX_INPUT_BITS)
-    if not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"{op}: signed must be a bool, got {type(signed).__name__} {signed!r}")
-    in_lo, in_hi = int_range(bits, bool(signed))
+    in_lo, in_hi = declared_code_range(bits, signed, op, max_bits=MAX_INPUT_BITS)
     check_code_range(q, "q", op, in_lo, in_hi)
     zero_point = check_int(zero_point, "zero_point", op, lo=in_lo, hi=in_hi)
     qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)

@@ -66,6 +66,7 @@ from intsim.ops._checks import (
     as_int_array,
     check_code_range,
     check_int,
+    declared_code_range,
     int_range,
     smallest_code_dtype,
 )
@@ -345,10 +346,7 @@ def _prepare_rows(q, zero_point, constants, bits, signed, mask, op):
     q = as_int_array(q, "q", op)
     if q.ndim == 0:
         raise ValueError(f"{op}: q must have at least one axis (softmax runs over the last one), got a scalar")
-    bits = check_int(bits, "bits", op, lo=1, hi=_MAX_BITS)
-    if not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"{op}: signed must be a bool, got {type(signed).__name__} {signed!r}")
-    qmin, qmax = int_range(bits, bool(signed))
+    qmin, qmax = declared_code_range(bits, signed, op, max_bits=_MAX_BITS)
     check_code_range(q, "q", op, qmin, qmax)
     zero_point = check_int(zero_point, "zero_point", op, lo=qmin, hi=qmax)
     constants = _check_constants(constants, op)
