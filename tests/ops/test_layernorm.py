@@ -23,17 +23,9 @@ from intsim.ops.layernorm import (
 from intsim.ops.requant import quantize_multiplier
 from intsim.ops.rounding import ROUNDING_MODES
 from intsim.testing import layernorm_strategies as lns
+from intsim.testing.oracles import exact_round
 
 INT64_MAX = 2**63 - 1
-
-
-def exact_round(value: Fraction, rounding: str) -> int:
-    """Round an exact rational with the named tie rule (the oracle, independent of intsim's code)."""
-    floor = math.floor(value)
-    fraction = value - floor
-    if fraction != Fraction(1, 2):
-        return floor + (fraction > Fraction(1, 2))
-    return {"half_up": floor + 1, "half_even": floor + (floor % 2), "half_away": floor + (value > 0)}[rounding]
 
 
 def exact_layernorm(case) -> np.ndarray:

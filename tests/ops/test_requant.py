@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from intsim.ops import quantize_multiplier, requantize, requantize_reference
 from intsim.ops.rounding import ROUNDING_MODES
 from intsim.testing import strategies as ist
-
-
-def exact_round(value: Fraction, rounding: str) -> int:
-    """Round an exact rational with the named tie rule (the oracle, independent of intsim's code)."""
-    floor = math.floor(value)
-    fraction = value - floor
-    if fraction != Fraction(1, 2):
-        return floor + (fraction > Fraction(1, 2))
-    return {"half_up": floor + 1, "half_even": floor + (floor % 2), "half_away": floor + (value > 0)}[rounding]
+from intsim.testing.oracles import exact_round
 
 
 def exact_requantize(case) -> np.ndarray:

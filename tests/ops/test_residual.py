@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -14,15 +13,7 @@ from intsim.ops._checks import smallest_code_dtype
 from intsim.ops.residual import residual_add, residual_add_constants, residual_add_reference
 from intsim.ops.rounding import ROUNDING_MODES
 from intsim.testing import gelu_strategies as gst
-
-
-def exact_round(value: Fraction, rounding: str) -> int:
-    """Round an exact rational with the named tie rule (the oracle, independent of intsim's code)."""
-    floor = math.floor(value)
-    fraction = value - floor
-    if fraction != Fraction(1, 2):
-        return floor + (fraction > Fraction(1, 2))
-    return {"half_up": floor + 1, "half_even": floor + (floor % 2), "half_away": floor + (value > 0)}[rounding]
+from intsim.testing.oracles import exact_round
 
 
 def exact_residual_add(case) -> np.ndarray:
