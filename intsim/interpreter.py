@@ -23,6 +23,13 @@ Op kinds (inputs -> outputs; attributes)
                         probs`` (``"lis"``: sum of (v - zp) << (15 - A); ``"uniform"``: sum of p * (v - zp))
     ``Lut``             x, table -> codes; ``bits, signed``
     ``SelectToken``     x (B,N,C) -> (B,C); ``index``
+
+Fusion (speed only, same results). Without a trace hook, the default backend runs some op sequences as one
+fused kernel of :mod:`intsim.ops.fused` when their intermediate tensors are read by no other op: ``Linear ->
+Requantize``, ``Linear -> Split -> Requantize`` (one per part), ``Linear -> ResidualAdd`` (the linear as the
+second operand) and ``AttentionScores -> Requantize -> softmax -> AttentionValues -> Requantize``. A fused kernel computes exactly the composition of the ops (tested), and where
+its proof obligations fail it declines and the ops run one by one. With a trace hook every op runs on its own,
+so the hook sees every op's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 
+from intsim.ops._threads import single_threaded_blas
 from intsim.program import Op, Program, ProgramError
 
 __all__ = ["EXECUTORS", "Backend", "TraceHook", "default_backend", "run_program"]
@@ -143,6 +151,108 @@ def default_backend() -> Backend:
     return _DEFAULT
 
 
+def _requantize_kwargs(op: Op, fetch) -> dict:
+    multiplier, shift = (fetch(name) for name in op.inputs[1:])
+    return dict(multiplier=multiplier, shift=shift, **{key: op.attrs[key] for key in ("zero_point", "qmin", "qmax", "rounding")})
+
+
+def _fused_linear(ops: list[Op], fetch):
+    """``Linear -> Requantize`` or ``Linear -> Split -> Requantize`` per part: the parts' codes, or None."""
+    from intsim.ops.fused import linear_requantize
+
+    linear, requants = ops[0], [op for op in ops[1:] if op.kind == "Requantize"]
+    x, weight, bias = (fetch(name) for name in linear.inputs)
+    return linear_requantize(x, weight, x_zero_point=linear.attrs["x_zero_point"], bias=bias,
+                             parts=[_requantize_kwargs(op, fetch) for op in requants])
+
+
+def _fused_linear_residual(ops: list[Op], fetch):
+    """``Linear -> ResidualAdd`` reading the linear's output as its second operand: the sum's codes, or None."""
+    from intsim.ops.fused import linear_residual_add
+
+    linear, add = ops
+    x, weight, bias = (fetch(name) for name in linear.inputs)
+    residual, _, a_multiplier, b_multiplier, shift = (fetch(name) if index != 1 else None
+                                                      for index, name in enumerate(add.inputs))
+    keys = ("a_zero_point", "b_zero_point", "out_zero_point", "qmin", "qmax", "rounding")
+    result = linear_residual_add(x, weight, x_zero_point=linear.attrs["x_zero_point"], bias=bias, residual=residual,
+                                 a_multiplier=a_multiplier, b_multiplier=b_multiplier, shift=shift,
+                                 **{key: add.attrs[key] for key in keys})
+    return None if result is None else [result]
+
+
+def _fused_attention(ops: list[Op], fetch):
+    """``AttentionScores -> Requantize -> softmax -> AttentionValues -> Requantize``: the context codes, or None."""
+    from intsim.ops.fused import attention
+
+    scores, logits, softmax, values, context = ops
+    logit_args = _requantize_kwargs(logits, fetch)
+    a = softmax.attrs
+    softmax_args = dict(kind="lis" if softmax.kind == "LogIntSoftmax" else "uniform", zero_point=a["zero_point"],
+                        constants=_exp_constants(a), bits=a["bits"], signed=a["signed"])
+    if softmax.kind == "UniformSoftmax":
+        softmax_args["out_bits"] = a["out_bits"]
+    if values.attrs["heads"] != scores.attrs["heads"] or values.attrs["probs"] != softmax_args["kind"]:
+        return None
+    q, k = (fetch(name) for name in scores.inputs)
+    result = attention(q, k, fetch(values.inputs[1]), heads=scores.attrs["heads"],
+                       q_zero_point=scores.attrs["q_zero_point"], k_zero_point=scores.attrs["k_zero_point"],
+                       logits=logit_args, softmax=softmax_args,
+                       values=dict(v_zero_point=values.attrs["v_zero_point"]), context=_requantize_kwargs(context, fetch))
+    return None if result is None else [result]
+
+
+def _chain(program: Program, start: int, kinds: list[tuple[str, ...]], readers: dict[str, int]) -> bool:
+    """Do ops ``start, start+1, ...`` have these kinds, each reading the previous one's first output as its first
+    input, with every intermediate read by that op alone (and not a Program output)?"""
+    ops = program.ops
+    if start + len(kinds) > len(ops):
+        return False
+    for offset, allowed in enumerate(kinds):
+        op = ops[start + offset]
+        if op.kind not in allowed:
+            return False
+        if offset:
+            produced = ops[start + offset - 1].outputs
+            if len(produced) != 1 or op.inputs[0] != produced[0] or readers.get(produced[0]) != 1:
+                return False
+            if program.tensors[produced[0]].kind == "output":
+                return False
+    return True
+
+
+def _fusions(program: Program) -> dict[int, tuple[int, Callable]]:
+    """Fusable op sequences: start index -> (number of ops, runner(ops, fetch) -> outputs of the last op(s) or None)."""
+    readers: dict[str, int] = {}
+    for op in program.ops:
+        for name in op.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    found = {}
+    ops = program.ops
+    for index, op in enumerate(ops):
+        if op.kind == "Linear" and _chain(program, index, [("Linear",), ("Requantize",)], readers):
+            found[index] = (2, _fused_linear)
+        elif op.kind == "Linear" and _chain(program, index, [("Linear",), ("Split",)], readers):
+            parts = ops[index + 1].outputs
+            requants = ops[index + 2 : index + 2 + len(parts)]
+            if len(requants) == len(parts) and all(
+                r.kind == "Requantize" and r.inputs[0] == part and readers.get(part) == 1
+                and program.tensors[part].kind != "output" for r, part in zip(requants, parts)
+            ):
+                found[index] = (2 + len(parts), _fused_linear)
+        elif (op.kind == "Linear" and index + 1 < len(ops) and ops[index + 1].kind == "ResidualAdd"
+              and ops[index + 1].inputs[1] == op.outputs[0] and ops[index + 1].inputs[0] != op.outputs[0]
+              and readers.get(op.outputs[0]) == 1 and program.tensors[op.outputs[0]].kind != "output"):
+            found[index] = (2, _fused_linear_residual)
+        elif op.kind == "AttentionScores" and _chain(
+            program, index,
+            [("AttentionScores",), ("Requantize",), ("LogIntSoftmax", "UniformSoftmax"), ("AttentionValues",),
+             ("Requantize",)], readers,
+        ):
+            found[index] = (5, _fused_attention)
+    return found
+
+
 def _last_uses(program: Program) -> dict[str, int]:
     last = {}
     for index, op in enumerate(program.ops):
@@ -151,26 +261,24 @@ def _last_uses(program: Program) -> dict[str, int]:
     return last
 
 
-def run_program(program: Program, pixels, *, backend: Backend | None = None, trace: TraceHook | None = None):
-    """Run ``program`` on a batch of uint8 pixels ``(B, 3, H, W)``; return its int32 output (logits).
-
-    ``trace(op, inputs, outputs)`` is called after every op with the op's input and output arrays (constants
-    included), in program order; activations no longer needed are freed as the run goes, so a trace that
-    keeps them must copy what it needs. Raises :class:`~intsim.program.ProgramError` for an unknown op kind or
-    a pixel batch that does not match the Program's input, and ``OverflowError`` if the output does not fit
-    its declared 32 bits.
-    """
-    backend = backend or default_backend()
-    (input_name,) = program.input_names
-    spec = program.tensors[input_name]
-    if tuple(pixels.shape[1:]) != tuple(spec.shape) or str(pixels.dtype) not in ("uint8", "torch.uint8"):
-        raise ProgramError(
-            f"input {input_name!r} must be uint8 pixels of shape (batch, {', '.join(map(str, spec.shape))}), "
-            f"got {pixels.dtype} {tuple(pixels.shape)}"
-        )
-    env = {input_name: pixels}
-    last_use = _last_uses(program)
+def _run_ops(program, backend, trace, fusions, env, input_name, last_use, fetch) -> dict:
+    """The op loop of :func:`run_program`: runs fused groups or single ops, frees activations after their last use."""
+    skip_until = 0
     for index, op in enumerate(program.ops):
+        if index < skip_until:
+            continue
+        if index in fusions:
+            count, runner = fusions[index]
+            group = program.ops[index : index + count]
+            outputs = runner(group, fetch)
+            if outputs is not None:
+                env.update(zip([last.outputs[0] for last in group[-len(outputs):]], outputs))  # one output per op
+                for position in range(index, index + count):
+                    for name in program.ops[position].inputs:
+                        if last_use.get(name) == position and name in env and name != input_name:
+                            del env[name]
+                skip_until = index + count
+                continue
         executor = EXECUTORS.get(op.kind)
         if executor is None:
             raise ProgramError(f"op {op.name!r} has unknown kind {op.kind!r}; known: {', '.join(sorted(EXECUTORS))}")
@@ -183,6 +291,37 @@ def run_program(program: Program, pixels, *, backend: Backend | None = None, tra
         for name in op.inputs:
             if last_use.get(name) == index and name in env and name != input_name:
                 del env[name]
+    return env
+
+
+def run_program(program: Program, pixels, *, backend: Backend | None = None, trace: TraceHook | None = None,
+                fuse: bool = True):
+    """Run ``program`` on a batch of uint8 pixels ``(B, 3, H, W)``; return its int32 output (logits).
+
+    ``trace(op, inputs, outputs)`` is called after every op with the op's input and output arrays (constants
+    included), in program order; activations no longer needed are freed as the run goes, so a trace that
+    keeps them must copy what it needs. ``fuse=False`` runs every op on its own even without a trace (the
+    result is the same; fusion applies to the default backend only). Raises
+    :class:`~intsim.program.ProgramError` for an unknown op kind or a pixel batch that does not match the
+    Program's input, and ``OverflowError`` if the output does not fit its declared 32 bits.
+    """
+    backend = backend or default_backend()
+    (input_name,) = program.input_names
+    spec = program.tensors[input_name]
+    if tuple(pixels.shape[1:]) != tuple(spec.shape) or str(pixels.dtype) not in ("uint8", "torch.uint8"):
+        raise ProgramError(
+            f"input {input_name!r} must be uint8 pixels of shape (batch, {', '.join(map(str, spec.shape))}), "
+            f"got {pixels.dtype} {tuple(pixels.shape)}"
+        )
+    env = {input_name: pixels}
+    last_use = _last_uses(program)
+    fusions = _fusions(program) if fuse and trace is None and backend.name == "numba" else {}
+
+    def fetch(name):
+        return env[name] if name in env else backend.asarray(program.constants[name])
+
+    with single_threaded_blas():  # every kernel parallelises itself (see intsim.ops._threads)
+        env = _run_ops(program, backend, trace, fusions, env, input_name, last_use, fetch)
     (output_name,) = program.output_names
     logits = env[output_name]
     out_spec = program.tensors[output_name]

@@ -12,15 +12,16 @@ integer Program, then times, interleaved, ``--repeats`` runs of
 
 after one warm-up call of each (numba kernels compile or load from the cache). It prints images/s of both, the
 ratio interpreter / timm (images/s) of every repeat and its median (the target is >= 0.5), and the time of one
-traced interpreter run split by op kind (the gap between consecutive trace-hook calls, measured with
+traced interpreter run split by op kind (a traced run executes op by op: the interpreter's fused kernels, used
+in the timed runs, are off while a trace hook is installed, so the breakdown shows the unfused ops) (the gap between consecutive trace-hook calls, measured with
 ``time.perf_counter``: each op's own time plus the interpreter's bookkeeping around it). Writes all numbers as
 JSON with the machine's thread settings.
 
 Idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE`` unless set), as in the ``intsim`` command: torch and
 numba each bring a libgomp, and spinning idle threads of one steal the cores of the other. Set the variable
 to ``ACTIVE`` to measure the other way. On a loaded machine, OpenBLAS's threads make the batched attention
-products (96 small GEMMs per op at ViT-Ti batch 32) up to 100x slower; ``OPENBLAS_NUM_THREADS=1`` shows that
-case. Compare timings only between runs on the same, otherwise idle, machine.
+products (96 small GEMMs per op at ViT-Ti batch 32) up to 100x slower; the interpreter therefore runs BLAS on
+one thread and parallelises by row blocks itself (``intsim.ops._threads``). Compare timings only between runs on the same, otherwise idle, machine.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def op_breakdown(program, pixels) -> tuple[float, dict[str, dict], dict[str, dic
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", help=f"{MODEL} state_dict file (default: timm's random initialisation)")
-    parser.add_argument("--config", default="fqvit-w8a8a4", help="named configuration (default fqvit-w8a8a4)")
+    parser.add_argument("-c", "--config", default="fqvit-w8a8a4", help="named configuration (default fqvit-w8a8a4)")
     parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each model (default 5)")
     parser.add_argument("--calib-images", type=int, default=4, help="random calibration images (default 4)")

@@ -85,8 +85,9 @@ import numba
 import numpy as np
 from numba import prange
 
-from intsim._jit import parallel_kernel
+from intsim._jit import kernel, parallel_kernel
 from intsim.ops._checks import INT64_MAX, INT64_MIN, as_int_array, check_int, check_int_bounds_fit
+from intsim.ops._threads import run_row_ranges, single_threaded_blas
 
 __all__ = [
     "FLOAT32_EXACT",
@@ -400,6 +401,92 @@ def _plan(p: _Operands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64
     return _Plan(None, k, whole)
 
 
+# ------------------------------------------------------------------------------------ row-blocked products
+
+ROWS_PER_BLOCK = 128  # rows of ``a`` per block: the block's float copy and product stay in the core's cache
+
+
+@kernel
+def _block_to_float(src, zero_point, dst):
+    """``dst = src - zero_point`` on one ``(R, K)`` block (serial: each block runs on one thread)."""
+    for r in range(src.shape[0]):
+        for k in range(src.shape[1]):
+            dst[r, k] = np.int64(src[r, k]) - zero_point
+
+
+@kernel
+def _add_chunk(chunk, acc, first):
+    """``acc = int64(chunk)`` (first K-chunk) or ``acc += int64(chunk)``: exact integers (bounds proved)."""
+    for r in range(chunk.shape[0]):
+        if first:
+            for n in range(chunk.shape[1]):
+                acc[r, n] = np.int64(chunk[r, n])
+        else:
+            for n in range(chunk.shape[1]):
+                acc[r, n] += np.int64(chunk[r, n])
+
+
+@kernel
+def _finish_store(acc, bias, out):
+    """``out = int64(acc) + bias``: the plain epilogue (an int64 accumulator per output)."""
+    for r in range(acc.shape[0]):
+        for n in range(acc.shape[1]):
+            out[r, n] = np.int64(acc[r, n]) + bias[n]
+
+
+def row_blocked_product(a: np.ndarray, a_zero_point: int, b_float: np.ndarray, chunk: int, finish) -> None:
+    """The exact product ``(a - a_zero_point) @ b`` by blocks of :data:`ROWS_PER_BLOCK` rows, each block on one thread.
+
+    ``a`` integer ``(M, K)``; ``b_float`` ``(K, N)``, ``b - b_zero_point`` already converted to the float carrier
+    (any memory order); ``chunk`` the K-chunk length that :func:`_plan` proved exact in that carrier (``>= K``:
+    one BLAS call per block). ``finish(acc, start, stop)`` receives each block's exact accumulator, without bias,
+    as the carrier's floats (one chunk) or int64 (several), and must consume it before returning (the buffer
+    is reused). Blocks run on :func:`~intsim.ops._threads.run_row_ranges`'s threads with single-threaded BLAS.
+
+    Exactness is the module's proof applied per block (a block's partial sums are partial sums of the whole);
+    a row's result does not depend on the block it falls in, nor on the thread count.
+    """
+    rows, k = a.shape
+    n = b_float.shape[1]
+    chunks = -(-k // chunk)
+    size = -(-k // chunks)  # equal chunks, each <= chunk
+    zero_point = np.int64(a_zero_point)
+
+    def work(start, stop):
+        block_float = _workspace("block_a", (stop - start, k), b_float.dtype)
+        _block_to_float(a[start:stop], zero_point, block_float)
+        product = _workspace("block_product", (stop - start, n), b_float.dtype)
+        if chunks == 1:
+            np.matmul(block_float, b_float, out=product)
+            finish(product, start, stop)
+            return
+        acc = _workspace("block_acc", (stop - start, n), np.int64)
+        for index, first in enumerate(range(0, k, size)):
+            np.matmul(block_float[:, first : first + size], b_float[first : first + size], out=product)
+            _add_chunk(product, acc, index == 0)
+        finish(acc, start, stop)
+
+    with single_threaded_blas():
+        run_row_ranges(rows, ROWS_PER_BLOCK, work)
+
+
+def column_abs_sum_max(b: np.ndarray, zero_point: int) -> int:
+    """``max_n sum_k |b[k, n] - zero_point|`` of a 2-D ``(K, N)`` operand, exact (a bound for :func:`_plan`)."""
+    if b.size == 0:
+        return 0
+    return int(np.abs(b.astype(np.int64) - zero_point).sum(axis=0).max())
+
+
+def plan_weight_product(p: _Operands, **limits) -> _Plan:
+    """The plan of a product whose ``b`` is 2-D, from ``b``'s column sums alone (no pass over ``a``).
+
+    The row sums of ``|a - a_zp|`` are bounded by ``K * max|a - a_zp|``, so the plan stays proved; it may chunk
+    where the actual row sums would have allowed one call (same result, a little more work).
+    """
+    k = p.a.shape[-1]
+    return _plan(p, sums=(k * p.a_abs, column_abs_sum_max(p.b.reshape(k, -1), p.b_zp)), **limits)
+
+
 @contextlib.contextmanager
 def _numba_threads(count: int):
     """Run numba's parallel loops on ``count`` threads inside the block (small products: no thread launch)."""
@@ -434,6 +521,14 @@ def _matmul_any(p: _Operands, **limits) -> np.ndarray:
         a = a.reshape(-1, k)  # one big GEMM instead of a batch of small ones (numpy loops over the batch)
         b = b.reshape(k, n)
         batch = ()
+    if not batch:
+        plan = plan_weight_product(p, **limits)
+        if plan.dtype is np.float32 and not plan.split:
+            out2 = out.reshape(-1, n)
+            b_float = _to_float(b, p.b_zp, np.float32)[0]
+            row_blocked_product(a, p.a_zp, b_float, plan.chunk,
+                                lambda acc, start, stop: _finish_store(acc, p.bias, out2[start:stop]))
+            return out
     f32 = limits.get("f32_exact", FLOAT32_EXACT)
     af = bf = sums = None
     if k * p.a_abs * p.b_abs > f32:

@@ -23,6 +23,7 @@ Integer contract
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange
@@ -40,6 +41,8 @@ from intsim.ops.rounding import round_shift_scalar, rounding_code, rounding_shif
 __all__ = [
     "MULTIPLIER_BITS",
     "MAX_SHIFT",
+    "RequantParams",
+    "prepare_parameters",
     "quantize_multiplier",
     "requantize",
     "requantize_reference",
@@ -89,11 +92,36 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 def _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding, op="requantize"):
     """Validate requantize's arguments once; return int64 per-channel params and the output dtype."""
     acc = as_int_array(acc, "acc", op)
+    multipliers, shifts, zero_point, qmin, qmax, mode = prepare_parameters(
+        acc.shape, multiplier, shift, zero_point, qmin, qmax, rounding, op)
+    _check_no_overflow(acc, multipliers, shifts, zero_point, op)
+    return acc, multipliers, shifts, zero_point, qmin, qmax, mode
+
+
+class RequantParams(NamedTuple):
+    """Validated requantize parameters (int64 per-channel ``multipliers``/``shifts``, one per channel)."""
+
+    multipliers: np.ndarray
+    shifts: np.ndarray
+    zero_point: int
+    qmin: int
+    qmax: int
+    mode: int  # rounding code (intsim.ops.rounding)
+
+
+def prepare_parameters(acc_shape, multiplier, shift, zero_point=0, qmin=-128, qmax=127, rounding="half_up",
+                       op="requantize") -> RequantParams:
+    """Validate everything of a requantize call but the accumulator values, for an ``acc`` of ``acc_shape``.
+
+    Raises the same errors as :func:`requantize` (which calls it). Fused kernels call it with the shape of an
+    accumulator they never materialise, and prove the product bound themselves (an int32-bounded ``acc``
+    always fits, see :func:`requantize`).
+    """
     qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)
     qmax = check_int(qmax, "qmax", op, lo=qmin, hi=_INT32_MAX)
     zero_point = check_int(zero_point, "zero_point", op, lo=qmin, hi=qmax)
     mode = rounding_code(rounding, op)
-    channels = acc.shape[-1] if acc.ndim else 1
+    channels = acc_shape[-1] if len(acc_shape) else 1
     params = []
     for name, value, lo, hi in (
         ("multiplier", multiplier, -(2**MULTIPLIER_BITS) + 1, 2**MULTIPLIER_BITS - 1),
@@ -103,16 +131,15 @@ def _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding, op="requa
         if array.ndim > 1 or (array.ndim == 1 and array.shape[0] not in (1, channels)):
             raise ValueError(
                 f"{op}: {name} must be a scalar or a per-channel vector of length {channels} "
-                f"(the last axis of acc, shape {acc.shape}), got shape {array.shape}"
+                f"(the last axis of acc, shape {tuple(acc_shape)}), got shape {array.shape}"
             )
         if array.size and (int(array.min()) < lo or int(array.max()) > hi):
             bad = int(array.min()) if int(array.min()) < lo else int(array.max())
             raise ValueError(f"{op}: {name} = {bad} is outside its allowed range [{lo}, {hi}]")
         params.append(array.astype(np.int64).reshape(-1))
-    channels_of_params = 1 if acc.ndim == 0 else channels
+    channels_of_params = 1 if not len(acc_shape) else channels
     multipliers, shifts = (np.broadcast_to(p, (channels_of_params,)) for p in params)
-    _check_no_overflow(acc, multipliers, shifts, zero_point, op)
-    return acc, multipliers, shifts, zero_point, qmin, qmax, mode
+    return RequantParams(multipliers, shifts, zero_point, qmin, qmax, mode)
 
 
 def _check_no_overflow(acc, multipliers, shifts, zero_point, op):

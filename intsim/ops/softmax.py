@@ -441,6 +441,10 @@ def _row_sum(q, row, top, has_mask, mask, table, x0, b_int, c_int, n):
     return total
 
 
+_TRIPLE_LIMIT = INT64_MAX // 3  # 3 * e fits int64 up to here
+_CODE_TABLE_PER_KEY = 2  # rows tabulate their codes per gap when the exp table has at most 2 entries per key
+
+
 @kernel
 def _lis_code(numerator, e):
     """The LIS code from ``numerator = S + (e >> 1)`` and ``e > 0``: ``log_round(R)``, or 16 once ``R >= 49152``.
@@ -448,14 +452,45 @@ def _lis_code(numerator, e):
     Branch-free: ``log_round(R) >= m`` exactly when ``R >= T_m`` with ``T_1 = 2`` and ``T_m = 3 * 2**(m-2)``
     (``1.5 * 2**(m-1)``, rounded up), so the code is the number of thresholds ``T_1..T_16`` that ``R`` reaches;
     ``T_16 = 49152`` is the zero-probability threshold and the count 16 is :data:`ZERO_CODE`.
+
+    No division when ``3 * e`` fits int64 (always, in practice): for integers ``num >= 0``, ``e > 0``, ``s >= 0``,
+    ``floor(num / e) >= T  <=>  num >= T * e`` and ``num >= 3e * 2**s  <=>  (num >> s) >= 3e`` (``3e * 2**s`` is a
+    multiple of ``2**s``), so ``R >= 2 <=> (num >> 1) >= e`` and ``R >= 3 * 2**s <=> (num >> s) >= 3e``.
     """
-    rounded = numerator // e
-    code = np.int64(rounded >= 2)
-    threshold = np.int64(3)
-    for _ in range(15):
-        code += rounded >= threshold
-        threshold <<= 1
+    if e > _TRIPLE_LIMIT:
+        rounded = numerator // e
+        code = np.int64(rounded >= 2)
+        threshold = np.int64(3)
+        for _ in range(15):
+            code += rounded >= threshold
+            threshold <<= 1
+        return code
+    code = np.int64((numerator >> 1) >= e)
+    triple = 3 * e
+    for shift in range(15):
+        code += (numerator >> shift) >= triple
     return code
+
+
+@kernel
+def _lis_codes_of_table(total, table, codes):
+    """``codes[g]`` = the LIS code of ``e = table[g]`` in a row of sum ``total``: :func:`_lis_code`, 16 for ``e = 0``.
+
+    Written without branches so that the loop vectorises; entries with ``3 * e`` beyond int64 (never for real
+    scales) are redone with :func:`_lis_code`'s division afterwards.
+    """
+    size = table.shape[0]
+    for gap in range(size):
+        e = table[gap]
+        numerator = total + (e >> 1)
+        triple = 3 * min(e, _TRIPLE_LIMIT)  # never overflows; entries above the limit are redone below
+        code = np.int64((numerator >> 1) >= e)
+        for shift in range(15):
+            code += (numerator >> shift) >= triple
+        codes[gap] = code if e > 0 else ZERO_CODE
+    for gap in range(size):
+        if table[gap] > _TRIPLE_LIMIT:
+            codes[gap] = _lis_code(total + (table[gap] >> 1), table[gap])
 
 
 @kernel
@@ -468,6 +503,18 @@ def _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, out
             out[row, j] = ZERO_CODE
         return
     total = _row_sum(q, row, top, has_mask, mask, table, x0, b_int, c_int, n)
+    size = table.shape[0]
+    if 0 < size <= _CODE_TABLE_PER_KEY * length:
+        # the code depends on the key only through its gap: one code per table entry (a loop without branches or
+        # gathers), then one look-up per key
+        codes = np.empty(size, dtype=np.int64)
+        _lis_codes_of_table(total, table, codes)
+        for j in range(length):
+            code = ZERO_CODE
+            if not has_mask or mask[row, j]:
+                code = codes[min(top - np.int64(q[row, j]), size - 1)]
+            out[row, j] = code
+        return
     for j in range(length):
         code = ZERO_CODE
         if not has_mask or mask[row, j]:

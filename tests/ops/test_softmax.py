@@ -618,3 +618,28 @@ def test_attention_bad_input_is_refused(implementation, kwargs, error, message):
     arguments = dict(codes=np.array([[0, 1]], dtype=np.uint8), v=np.array([[1], [2]]), v_zero_point=0) | kwargs
     with pytest.raises(error, match=message):
         implementation(**arguments)
+
+
+def _lis_code_by_python_ints(numerator: int, e: int) -> int:
+    rounded = numerator // e  # R = round(S / e) when numerator = S + (e >> 1)
+    exponent = int(log_round_reference(np.array([rounded]))[0])
+    return exponent if exponent <= 15 else ZERO_CODE
+
+
+@given(st.integers(1, 2**63 - 1), st.integers(0, 2**63 - 1))
+def test_lis_code_without_division_equals_the_division(e, extra):
+    # the kernels compare shifted numerators with 3e instead of dividing (and divide when 3e leaves int64)
+    numerator = min(e + extra, 2**63 - 1)
+    assert softmax_module._lis_code(numerator, e) == _lis_code_by_python_ints(numerator, e)
+
+
+@given(st.lists(st.integers(0, 2**62) | st.sampled_from([0, 1, 2**61, (2**63 - 1) // 3, (2**63 - 1) // 3 + 1, 2**62]),
+                min_size=1, max_size=40), st.integers(0, 2**62))
+def test_lis_codes_of_table_equal_the_code_of_each_entry(table, total):
+    # entries above (2**63 - 1) // 3 take the division fallback; S >= every e of its row, S + (e >> 1) fits int64
+    table = np.array(table, dtype=np.int64)
+    total = max(total, int(table.max()))
+    codes = np.empty(table.shape[0], dtype=np.int64)
+    softmax_module._lis_codes_of_table(np.int64(total), table, codes)
+    want = [_lis_code_by_python_ints(total + (int(e) >> 1), int(e)) if e > 0 else ZERO_CODE for e in table]
+    assert codes.tolist() == want

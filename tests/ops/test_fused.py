@@ -1,0 +1,217 @@
+"""The interpreter's fused fast paths (intsim.ops.fused) equal the composition of the registered ops' references.
+
+Each fused function is compared with the numpy references of the ops it replaces, on hypothesis-drawn operands
+and parameters (zero points, per-channel multipliers and shifts, rounding modes, code ranges, softmax scales);
+with the thread count changed; and through the interpreter (fused run == op-by-op run == traced run).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from intsim.ops import (
+    i_exp_constants,
+    integer_linear_reference,
+    integer_matmul_reference,
+    lis_attention_values_reference,
+    log_int_softmax_reference,
+    requantize_reference,
+    residual_add_reference,
+    uniform_int_softmax_reference,
+)
+from intsim.ops.fused import attention, linear_requantize, linear_residual_add
+from intsim.testing.strategies import int_arrays, rounding_modes
+
+SHIFTS = st.integers(20, 40)  # with 31-bit multipliers: gains around 2**-9 .. 2**11, codes neither all 0 nor all saturated
+
+
+@st.composite
+def requant_params(draw, channels: int, *, per_channel=True):
+    """Keyword arguments of requantize: per-channel (or single) multipliers and shifts, a code range, a zero point."""
+    size = draw(st.sampled_from([1, channels])) if per_channel else 1
+    bits, signed = draw(st.sampled_from([(8, False), (8, True), (4, False), (16, True)]))
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return dict(
+        multiplier=np.array(draw(st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=size, max_size=size))),
+        shift=np.array(draw(st.lists(SHIFTS, min_size=size, max_size=size))),
+        zero_point=draw(st.integers(qmin, qmax)),
+        qmin=qmin,
+        qmax=qmax,
+        rounding=draw(rounding_modes()),
+    )
+
+
+@st.composite
+def linear_cases(draw):
+    rows, k, n = draw(st.integers(1, 300)), draw(st.integers(1, 40)), draw(st.integers(1, 12))
+    x = draw(int_arrays(bits=8, signed=False, shape=(rows, k)))
+    weight = draw(int_arrays(bits=8, signed=True, shape=(n, k)))
+    bias = draw(st.none() | int_arrays(bits=20, signed=True, shape=(n,)))
+    return dict(x=x, weight=weight, x_zero_point=draw(st.integers(0, 255)), bias=bias)
+
+
+@given(linear_cases(), st.data())
+def test_linear_requantize_equals_requantize_of_linear(case, data):
+    n = case["weight"].shape[0]
+    cut = data.draw(st.integers(0, n), label="split point")
+    sizes = [size for size in (cut, n - cut) if size] if data.draw(st.booleans(), label="two parts") else [n]
+    parts = [data.draw(requant_params(size), label="part") for size in sizes]
+    rounding = parts[0]["rounding"]
+    for part in parts:  # the fused path needs one rounding mode and one output dtype
+        part.update(rounding=rounding, qmin=parts[0]["qmin"], qmax=parts[0]["qmax"],
+                    zero_point=min(max(part["zero_point"], parts[0]["qmin"]), parts[0]["qmax"]))
+    if len(parts) > 1:
+        for part, size in zip(parts, sizes):
+            part["multiplier"] = np.resize(part["multiplier"], size)
+            part["shift"] = np.resize(part["shift"], size)
+    got = linear_requantize(**case, parts=parts)
+    assert got is not None, "uint8 x int8 products must take the fused path"
+    acc = integer_linear_reference(**case)
+    start = 0
+    for part, size, codes in zip(parts, sizes, got):
+        want = requantize_reference(acc[..., start : start + size], **part)
+        assert codes.dtype == want.dtype
+        np.testing.assert_array_equal(codes, want)
+        start += size
+
+
+@given(linear_cases(), st.data())
+def test_linear_residual_add_equals_residual_add_of_linear(case, data):
+    acc = integer_linear_reference(**case)
+    channels = acc.shape[-1]
+    residual = data.draw(int_arrays(bits=8, signed=False, shape=acc.shape), label="residual")
+    params = dict(
+        a_zero_point=data.draw(st.integers(0, 255)), b_zero_point=data.draw(st.integers(-100, 100)),
+        a_multiplier=np.array(data.draw(st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=channels,
+                                                 max_size=channels))),
+        b_multiplier=np.array(data.draw(st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=1))),
+        shift=np.array(data.draw(st.lists(st.integers(28, 45), min_size=channels, max_size=channels))),
+        out_zero_point=data.draw(st.integers(0, 255)), qmin=0, qmax=255, rounding=data.draw(rounding_modes()),
+    )
+    got = linear_residual_add(**case, residual=residual, **params)
+    assert got is not None
+    want = residual_add_reference(residual, acc, **params)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def _heads(x, heads):
+    batch, tokens, channels = x.shape
+    return x.reshape(batch, tokens, heads, channels // heads).swapaxes(1, 2)
+
+
+def attention_reference(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, values, context):
+    """The interpreter's op sequence, op by op, with the numpy references."""
+    scores = integer_matmul_reference(_heads(q, heads), _heads(k, heads).swapaxes(-1, -2), a_zero_point=q_zero_point,
+                                      b_zero_point=k_zero_point)
+    logit_codes = requantize_reference(scores, **logits)
+    args = {key: value for key, value in softmax.items() if key != "kind"}
+    if softmax["kind"] == "lis":
+        probs = log_int_softmax_reference(logit_codes, **args)
+        acc = lis_attention_values_reference(probs, _heads(v, heads), v_zero_point=values["v_zero_point"])
+    else:
+        probs = uniform_int_softmax_reference(logit_codes, **args)
+        acc = integer_matmul_reference(probs, _heads(v, heads), b_zero_point=values["v_zero_point"])
+    batch, _, tokens, width = acc.shape
+    return requantize_reference(acc.swapaxes(1, 2).reshape(batch, tokens, heads * width), **context)
+
+
+@st.composite
+def attention_cases(draw):
+    batch, tokens, heads, width = (draw(st.integers(1, 3)), draw(st.integers(1, 24)), draw(st.integers(1, 3)),
+                                   draw(st.integers(1, 16)))
+    channels = heads * width
+    qkv = draw(int_arrays(bits=8, signed=False, shape=(batch, tokens, 3 * channels)))
+    q, k, v = qkv[..., :channels], qkv[..., channels : 2 * channels], qkv[..., 2 * channels :]  # views, as in a ViT
+    kind = draw(st.sampled_from(["lis", "uniform"]))
+    logits = draw(requant_params(tokens))
+    logits.update(qmin=0, qmax=255, zero_point=draw(st.integers(0, 255)))
+    softmax = dict(kind=kind, zero_point=draw(st.integers(0, 255)), bits=8, signed=False,
+                   constants=i_exp_constants(draw(st.floats(0.02, 0.5))))
+    if kind == "uniform":
+        softmax["out_bits"] = draw(st.integers(1, 8))
+    context = draw(requant_params(channels))
+    context["shift"] = np.array([draw(st.integers(30, 50)) for _ in context["shift"]])
+    return dict(q=q, k=k, v=v, heads=heads, q_zero_point=draw(st.integers(0, 255)),
+                k_zero_point=draw(st.integers(0, 255)), logits=logits, softmax=softmax,
+                values=dict(v_zero_point=draw(st.integers(0, 255))), context=context)
+
+
+@given(attention_cases())
+def test_attention_equals_the_op_sequence(case):
+    got = attention(**case)
+    assert got is not None, "uint8 codes with 8-bit logits must take the fused path"
+    want = attention_reference(**case)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=10)
+@given(attention_cases(), linear_cases())
+def test_fused_results_do_not_depend_on_the_thread_count(attention_case, linear_case):
+    part = dict(multiplier=np.array([2**30]), shift=np.array([30]), zero_point=0, qmin=-128, qmax=127)
+    previous = numba.get_num_threads()
+    try:
+        results = []
+        for threads in sorted({1, previous}):
+            numba.set_num_threads(threads)
+            results.append((attention(**attention_case), linear_requantize(**linear_case, parts=[part])[0]))
+    finally:
+        numba.set_num_threads(previous)
+    for got in results[1:]:
+        np.testing.assert_array_equal(got[0], results[0][0])
+        np.testing.assert_array_equal(got[1], results[0][1])
+
+
+def test_fast_path_declines_wide_operands_and_raises_the_ops_errors():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(4, 8)).astype(np.uint8)
+    wide = rng.integers(-(2**20), 2**20, size=(3, 8)).astype(np.int32)  # K * 255 * 2**20 > 2**31: int64 accumulators
+    part = dict(multiplier=np.array([2**30]), shift=np.array([40]))
+    assert linear_requantize(x, wide, parts=[part]) is None
+    with pytest.raises(ValueError, match="requantize: unknown rounding mode 'half_down'"):
+        linear_requantize(x, wide[:, :8].astype(np.int8), parts=[dict(part, rounding="half_down")])
+    with pytest.raises(ValueError, match="integer_linear: x must have shape"):
+        linear_requantize(x, wide[:, :5], parts=[part])
+    qkv = rng.integers(0, 256, size=(1, 5, 6)).astype(np.uint8)
+    case = dict(heads=1, q_zero_point=0, k_zero_point=0, logits=dict(multiplier=[2**30], shift=[40], qmin=0, qmax=255),
+                softmax=dict(kind="lis", zero_point=0, bits=8, signed=False, constants=i_exp_constants(0.1)),
+                values=dict(v_zero_point=0), context=dict(multiplier=[2**30], shift=[40], qmin=0, qmax=255))
+    wide_q = qkv[..., :2].astype(np.int32) << 20  # scores beyond int32
+    assert attention(wide_q, wide_q, qkv[..., :2], **case) is None
+    narrow = dict(case, softmax=dict(case["softmax"], bits=4))  # int8 logits outside the softmax's 4-bit range
+    assert attention(qkv[..., :2], qkv[..., 2:4], qkv[..., 4:], **narrow) is None
+    with pytest.raises(ValueError, match="log_int_softmax: zero_point = 300"):
+        attention(qkv[..., :2], qkv[..., 2:4], qkv[..., 4:], **dict(case, softmax=dict(case["softmax"], zero_point=300)))
+
+
+@pytest.mark.parametrize("config_name", ["fqvit-w8a8a4", "fqvit-w8a8a8"])
+def test_interpreter_fused_run_equals_op_by_op_and_traced_runs(config_name, monkeypatch):
+    pytest.importorskip("torch")
+    import intsim.ops.fused as fused
+    from intsim.evaluate import quantize
+    from intsim.interpreter import _fusions, run_program
+    from intsim.models.digits import digits_heldout
+    from intsim.quant.configs import make_config
+
+    _, program = quantize(None, None, None, make_config(config_name), workers=0)
+    kinds = {(program.ops[start].kind, count) for start, (count, _) in _fusions(program).items()}
+    assert {("Linear", 2), ("Linear", 5), ("AttentionScores", 5)} <= kinds  # every pattern occurs in a ViT
+    pixels = np.array(digits_heldout()[0][:16])
+    seen = []
+    traced = run_program(program, pixels, trace=lambda op, inputs, outputs: seen.append(op.name))
+    assert seen == [op.name for op in program.ops]  # the trace hook still sees every op
+    taken = []
+    for name in ("attention", "linear_requantize", "linear_residual_add"):
+        def counted(*args, _original=getattr(fused, name), _name=name, **kwargs):
+            result = _original(*args, **kwargs)
+            taken.append((_name, result is not None))
+            return result
+        monkeypatch.setattr(fused, name, counted)
+    np.testing.assert_array_equal(run_program(program, pixels), traced)
+    assert {name for name, took in taken if took} == {"attention", "linear_requantize", "linear_residual_add"}
+    np.testing.assert_array_equal(run_program(program, pixels, fuse=False), traced)
