@@ -182,11 +182,24 @@ def _fused_linear_residual(ops: list[Op], fetch):
 
 
 def _fused_attention(ops: list[Op], fetch):
-    """``AttentionScores -> Requantize -> softmax -> AttentionValues -> Requantize``: the context codes, or None."""
-    from intsim.ops.fused import attention
+    """``AttentionScores [-> Requantize] -> softmax -> AttentionValues -> Requantize``: the context codes, or None.
 
-    scores, logits, softmax, values, context = ops
-    logit_args = _requantize_kwargs(logits, fetch)
+    Without the logits Requantize (the softmax reads the scores accumulator), the fused kernel gets the identity
+    requantization (multiplier 1, shift 0) saturating to the softmax's declared input range: the same values,
+    since the exporter declares that range from the scores' proved bound (and the kernel refuses otherwise).
+    """
+    from intsim.ops.fused import attention
+    from intsim.ops._checks import int_range
+
+    if len(ops) == 5:
+        scores, logits, softmax, values, context = ops
+        logit_args = _requantize_kwargs(logits, fetch)
+    else:
+        scores, softmax, values, context = ops
+        if softmax.attrs["zero_point"] != 0:
+            return None
+        qmin, qmax = int_range(softmax.attrs["bits"], softmax.attrs["signed"])
+        logit_args = dict(multiplier=1, shift=0, zero_point=0, qmin=qmin, qmax=qmax, rounding="half_up")
     a = softmax.attrs
     softmax_args = dict(kind="lis" if softmax.kind == "LogIntSoftmax" else "uniform", zero_point=a["zero_point"],
                         constants=_exp_constants(a), bits=a["bits"], signed=a["signed"])
@@ -250,6 +263,11 @@ def _fusions(program: Program) -> dict[int, tuple[int, Callable]]:
              ("Requantize",)], readers,
         ):
             found[index] = (5, _fused_attention)
+        elif op.kind == "AttentionScores" and _chain(
+            program, index,
+            [("AttentionScores",), ("LogIntSoftmax", "UniformSoftmax"), ("AttentionValues",), ("Requantize",)], readers,
+        ):
+            found[index] = (4, _fused_attention)
     return found
 
 

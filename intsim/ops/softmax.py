@@ -201,6 +201,35 @@ def i_exp_constants(scale: float, *, n: int = I_EXP_N) -> IExpConstants:
     return IExpConstants(x0=x0, b_int=b_int, c_int=c_int, n=n)
 
 
+I_EXP_MIN_N = 16  # fit_i_exp_constants keeps exps down to 2**-16 of the row maximum: below every LIS / 8-bit code
+
+
+def fit_i_exp_constants(scale: float, *, row_length: int, levels: int | None = None) -> IExpConstants:
+    """Plan time: :func:`i_exp_constants` with the largest ``n <= I_EXP_N`` whose softmax sums fit int64.
+
+    A fine logit scale (e.g. the ``q k^T`` accumulator's ``s_q s_k / sqrt(d)``, about ``1e-4``) gives a large
+    ``c_int`` (about ``1/s**2``), and ``e_max = c_int << n`` times the row length can overflow int64 at FQ-ViT's
+    ``n = 30``. ``n`` only sets how far below the row maximum an exp is still non-zero (``2**-n``); the polynomial
+    keeps its precision. ``levels=None`` proves :func:`log_int_softmax`'s bound, an int ``levels`` (``2**bits - 1``)
+    :func:`uniform_int_softmax`'s, for rows of ``row_length``. Raises ``OverflowError`` when even ``n =
+    I_EXP_MIN_N`` (16) does not fit.
+    """
+    op = "fit_i_exp_constants"
+    row_length = check_int(row_length, "row_length", op, lo=1, hi=2**31)
+    for n in range(I_EXP_N, I_EXP_MIN_N - 1, -1):
+        try:
+            constants = i_exp_constants(scale, n=n)
+            if levels is None:
+                _check_lis_bound(constants, row_length, op)
+            else:
+                _check_uniform_bound(constants, row_length, check_int(levels, "levels", op, lo=1, hi=2**32), op)
+        except OverflowError:
+            continue
+        return constants
+    raise OverflowError(f"{op}: no n in [{I_EXP_MIN_N}, {I_EXP_N}] keeps the softmax sums of rows of {row_length} "
+                        f"in int64 at logit scale {scale!r}")
+
+
 def _check_constants(constants, op: str) -> IExpConstants:
     if not isinstance(constants, IExpConstants):
         raise TypeError(

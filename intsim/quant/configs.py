@@ -26,8 +26,8 @@ class QuantConfig:
     attn_bits: int = 4  # 4: Log-Int-Softmax codes; 5..8: uniform integer softmax of that width
     observer: str = "minmax"  # minmax | ema | percentile | omse (activations; weights are always minmax)
     ptf: bool = True  # power-of-two factors for LayerNorm inputs; False: per-tensor
-    ptf_alpha_max: int = 3  # PTF factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3)
-    exact_halving_logits: bool = False  # snap each attention-logit scale to ln2 / m (integer m): no i-exp drift
+    ptf_alpha_max: int = 7  # PTF factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3; ViT-Ti needs 7)
+    ptf_search_zero_point: bool = True  # PTF zero point by least squared error (FQ-ViT: from the layer-wide range)
     gelu: str = "lut"  # per-code table built at export
     rounding: str = "half_up"
 
@@ -59,6 +59,30 @@ CONFIGS: dict[str, QuantConfig] = {
         QuantConfig("fqvit-w8a8a8", attn_bits=8),
     )
 }
+
+
+def _derived(base: str, name: str, **changes) -> QuantConfig:
+    return replace(CONFIGS[base], name=name, **changes)
+
+
+# FQ-ViT-style ablation rows (docs/sweeps.md; `intsim sweep --configs fqvit-ablation`). Each row is a fqvit-*
+# configuration with the switches its name states and every other field inherited, so two rows differ only by
+# what their names say. A name without "-ptf" has per-tensor LayerNorm inputs; "a8" is the 8-bit uniform softmax,
+# "a4" the 4-bit Log-Int-Softmax (LIS).
+CONFIGS.update(
+    (config.name, config)
+    for config in (
+        *(_derived("fqvit-w8a8a8", f"w8a8a8-{observer}", observer=observer, ptf=False)
+          for observer in ("minmax", "ema", "percentile", "omse")),
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf", observer="minmax", ptf=True),
+        # FQ-ViT's own PTF: factors 2**0..2**3, zero point from the layer-wide range
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-fqvit", observer="minmax", ptf=True, ptf_alpha_max=3,
+                 ptf_search_zero_point=False),
+        _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis", observer="minmax", ptf=True),
+        *(_derived("fqvit-w8a8a4", f"fqvit-w{wbits}a{abits}a4", wbits=wbits, abits=abits)
+          for wbits, abits in ((6, 6), (4, 8), (4, 4))),
+    )
+)
 
 
 def get_config(name: str) -> QuantConfig:

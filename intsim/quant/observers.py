@@ -369,10 +369,12 @@ class PerChannelMinMaxObserver(Observer):
         self._require_data()
         return float(self._lo_c.min()), float(self._hi_c.max())
 
-    def ptf_qparams(self, levels: int = 4) -> PtfQParams:
-        """PTF parameters at ``bits`` with ``levels`` power-of-two factors (alpha in ``0..levels-1``)."""
+    def ptf_qparams(self, levels: int = 4, *, search_zero_point: bool = False) -> PtfQParams:
+        """PTF parameters at ``bits`` with ``levels`` power-of-two factors (alpha in ``0..levels-1``); see
+        :func:`~intsim.quant.qparams.ptf_qparams` for ``search_zero_point``."""
         self._require_data()
-        return ptf_qparams(self._last, self._lo_c, self._hi_c, bits=self.bits, levels=levels)
+        return ptf_qparams(self._last, self._lo_c, self._hi_c, bits=self.bits, levels=levels,
+                           search_zero_point=search_zero_point)
 
 
 OBSERVERS: dict[str, type[Observer]] = {

@@ -323,7 +323,8 @@ class PtfQParams:
 _PTF_CHUNK_ELEMENTS = 1 << 22  # rows per chunk of the alpha search: bounds the float64 temporaries to ~32 MiB each
 
 
-def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int = 8, levels: int = 4) -> PtfQParams:
+def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int = 8, levels: int = 4, *,
+                search_zero_point: bool = False) -> PtfQParams:
     """FQ-ViT PTF parameters (``observer/ptf.py::PtfObserver.get_quantization_params``) for a LayerNorm input.
 
     ``lo_per_channel``/``hi_per_channel`` are the running per-channel minima/maxima over all calibration
@@ -337,6 +338,12 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
         for each channel c:  alpha[c] = argmin over a in 0..levels-1 of
             mean over x_last[..., c] of (fake_quant(x, base_scale * 2**a, zero_point) - x)**2
         (ties -> the smallest a, as FQ-ViT's ``score.index(min(score))``)
+
+    ``search_zero_point=True`` (intsim's default configurations) replaces FQ-ViT's zero point, which serves the
+    layer-wide range and leaves ordinary channels almost no room below zero when one outlier channel is
+    one-sided, by the one of ``zp in {1.., 5.., 9.., ...} U {FQ-ViT's}`` minimising the summed per-channel error
+    ``sum_c min_a err(c, a)`` over every 7th row of ``x_last``; ``scale_top`` then grows to keep
+    ``[lo, hi]`` representable at the largest factor: ``max(hi / (2**bits - 1 - zp), -lo / zp)``.
 
     ``fake_quant(x, s, zp) = (clamp(rhe(x / s) + zp, 0, 2**bits - 1) - zp) * s``. Departures from FQ-ViT: the
     range is widened to contain 0 (as :func:`asymmetric_qparams`), the zero point is added after rounding
@@ -375,15 +382,36 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
     zero_point = int(min(max(-round(lo / scale_top), 0), qmax))
 
     rows = x.reshape(-1, channels)
-    sq_err = torch.zeros(levels, channels, dtype=torch.float64, device=x.device)
-    chunk_rows = max(1, _PTF_CHUNK_ELEMENTS // channels)
-    for chunk in rows.split(chunk_rows):
+    if search_zero_point:
+        candidates = set(range(1 if lo < 0 else 0, qmax if hi > 0 else qmax + 1, 4)) | {zero_point}
+
+        def searched_error(zp: int) -> float:
+            return float(_ptf_errors(rows[::7], _ptf_base_scale(lo, hi, zp, qmax, levels), zp, qmax, levels).amin(0).sum())
+
+        zero_point = min(sorted(candidates), key=searched_error)
+        base_scale = _ptf_base_scale(lo, hi, zero_point, qmax, levels)
+    sq_err = _ptf_errors(rows, base_scale, zero_point, qmax, levels)
+    if not bool(torch.isfinite(sq_err).all()):
+        raise ValueError(f"{op}: x_last contains NaN or inf")
+    alpha = torch.argmin(sq_err, dim=0).to(device="cpu", dtype=torch.int64)  # first minimum: smallest alpha
+    return PtfQParams(base_scale=base_scale, zero_point=zero_point, alpha=alpha, bits=bits, levels=levels)
+
+
+def _ptf_base_scale(lo: float, hi: float, zero_point: int, qmax: int, levels: int) -> float:
+    """The base scale whose largest factor ``2**(levels-1)`` still represents ``[lo, hi]`` around ``zero_point``."""
+    top = max(hi / (qmax - zero_point) if zero_point < qmax else (0.0 if hi <= 0 else math.inf),
+              -lo / zero_point if zero_point > 0 else (0.0 if lo >= 0 else math.inf), MIN_SCALE)
+    return top / 2 ** (levels - 1)
+
+
+def _ptf_errors(rows: torch.Tensor, base_scale: float, zero_point: int, qmax: int, levels: int) -> torch.Tensor:
+    """``(levels, C)`` summed squared fake-quant errors of every channel at each factor ``2**a`` (float64)."""
+    channels = rows.shape[-1]
+    sq_err = torch.zeros(levels, channels, dtype=torch.float64, device=rows.device)
+    for chunk in rows.split(max(1, _PTF_CHUNK_ELEMENTS // channels)):
         chunk = chunk.to(torch.float64)
         for a in range(levels):
             s = base_scale * 2.0**a
             err = torch.round(chunk / s).clamp_(-zero_point, qmax - zero_point).mul_(s).sub_(chunk)
             sq_err[a] += err.square_().sum(dim=0)
-    if not bool(torch.isfinite(sq_err).all()):
-        raise ValueError(f"{op}: x_last contains NaN or inf")
-    alpha = torch.argmin(sq_err, dim=0).to(device="cpu", dtype=torch.int64)  # first minimum: smallest alpha
-    return PtfQParams(base_scale=base_scale, zero_point=zero_point, alpha=alpha, bits=bits, levels=levels)
+    return sq_err

@@ -17,7 +17,8 @@ Quantization points (= Program tensor names; ``i`` = block index)::
     embed                          patch tokens with the class token, uint8 asymmetric (shared qparams)
     pos_embed                      the position embedding (a constant)
     blocks.{i}.norm1.input         residual stream into LayerNorm 1 (PTF per channel)
-    blocks.{i}.norm1, .attn.q, .attn.k, .attn.v, .attn.logits, .attn.probs, .attn.context
+    blocks.{i}.norm1, .attn.q, .attn.k, .attn.v, .attn.probs, .attn.context
+    (the softmax reads the q k^T accumulator at scale s_q s_k / sqrt(d): no quantizer on the logits)
     blocks.{i}.norm2.input         residual stream into LayerNorm 2 (PTF): residual + proj accumulator
     blocks.{i}.norm2, .mlp.fc1, .mlp.gelu
     (the proj and fc2 int32 accumulators go straight into the residual adds, rescaled per channel)
@@ -26,7 +27,6 @@ Quantization points (= Program tensor names; ``i`` = block index)::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -204,13 +204,9 @@ class QuantViT(torch.nn.Module):
         qparams = {}
         for name, observer in self.observers.items():
             if isinstance(observer, PerChannelMinMaxObserver):
-                qparams[name] = observer.ptf_qparams(levels=self.config.ptf_levels)
+                qparams[name] = observer.ptf_qparams(levels=self.config.ptf_levels, search_zero_point=self.config.ptf_search_zero_point)
             else:
                 qparams[name] = observer.qparams()
-        if self.config.exact_halving_logits:
-            for name, qp in qparams.items():
-                if name.endswith(".attn.logits"):
-                    qparams[name] = _ln2_grid(qp)
         self.qparams = qparams
         self.weights = {name: QuantizedLinear.from_float(w, b, self.config.wbits) for name, (w, b) in self.linears().items()}
 
@@ -304,7 +300,8 @@ class QuantViT(torch.nn.Module):
         def split_heads(t):
             return t.reshape(batch, tokens, heads, width).transpose(1, 2)
 
-        logits = self._point(f"{p}.attn.logits", split_heads(q) @ split_heads(k).transpose(-1, -2) * width**-0.5)
+        # the softmax reads the scores accumulator itself (scale s_q s_k / sqrt(d)): no 8-bit logit quantizer
+        logits = split_heads(q) @ split_heads(k).transpose(-1, -2) * width**-0.5
         probs = self._probs(f"{p}.attn.probs", logits.softmax(dim=-1))
         context = (probs @ split_heads(v)).transpose(1, 2).reshape(batch, tokens, channels)
         context = self._point(f"{p}.attn.context", context)
@@ -338,18 +335,3 @@ class QuantViT(torch.nn.Module):
                 return self(torch.as_tensor(pixels))
         finally:
             self.mode = previous
-
-
-def _ln2_grid(qp: QParams) -> QParams:
-    """The logits quantizer on a finer scale ``ln2 / m`` (``m = ceil(ln2 / s)``) covering the same range.
-
-    I-BERT's integer exp splits ``x`` at ``x0 = floor(-ln2 / s)``; unless ``ln2 / s`` is an integer, each
-    step of ``x0`` is not a true halving (at ``s = 0.2``, ``exp(x0 * s) = 0.44``). With ``s = ln2 / m``,
-    ``x0 * s = -ln2`` exactly (up to FQ-ViT's constant 0.6931). The code range shrinks by ``s'/s`` at most.
-    """
-    m = math.ceil(math.log(2.0) / qp.scale)
-    scale = math.log(2.0) / m
-    lowest = (qp.qmin - qp.zero_point) * qp.scale  # the range keeps its bottom; its top shrinks by s'/s at most
-    zero_point = min(max(round(-lowest / scale), qp.qmin), qp.qmax)
-    return QParams(scale=scale, zero_point=int(zero_point), bits=qp.bits, signed=qp.signed)
-

@@ -200,7 +200,7 @@ def test_interpreter_fused_run_equals_op_by_op_and_traced_runs(config_name, monk
 
     _, program = quantize(None, None, None, make_config(config_name), workers=0)
     kinds = {(program.ops[start].kind, count) for start, (count, _) in _fusions(program).items()}
-    assert {("Linear", 2), ("Linear", 5), ("AttentionScores", 5)} <= kinds  # every pattern occurs in a ViT
+    assert {("Linear", 2), ("Linear", 5), ("AttentionScores", 4)} <= kinds  # every pattern occurs in a ViT (the softmax reads the scores)
     pixels = np.array(digits_heldout()[0][:16])
     seen = []
     traced = run_program(program, pixels, trace=lambda op, inputs, outputs: seen.append(op.name))

@@ -643,3 +643,19 @@ def test_lis_codes_of_table_equal_the_code_of_each_entry(table, total):
     softmax_module._lis_codes_of_table(np.int64(total), table, codes)
     want = [_lis_code_by_python_ints(total + (int(e) >> 1), int(e)) if e > 0 else ZERO_CODE for e in table]
     assert codes.tolist() == want
+
+
+def test_fit_i_exp_constants_keeps_n_30_when_it_fits_and_lowers_it_for_fine_scales():
+    from intsim.ops.softmax import I_EXP_MIN_N, _check_lis_bound, _check_uniform_bound, fit_i_exp_constants
+
+    assert fit_i_exp_constants(0.1, row_length=197) == i_exp_constants(0.1)  # FQ-ViT's n = 30
+    for scale, levels in ((1e-4, 255), (1e-4, None), (3e-5, 255)):
+        c = fit_i_exp_constants(scale, row_length=197, levels=levels)
+        assert I_EXP_MIN_N <= c.n < 30
+        (_check_lis_bound(c, 197, "t") if levels is None else _check_uniform_bound(c, 197, levels, "t"))
+        with pytest.raises(OverflowError):  # n + 1 would not fit: the largest n was chosen
+            bigger = i_exp_constants(scale, n=c.n + 1)
+            (_check_lis_bound(bigger, 197, "t") if levels is None else _check_uniform_bound(bigger, 197, levels, "t"))
+    with pytest.raises(OverflowError, match="fit_i_exp_constants: no n in"):
+        fit_i_exp_constants(1e-7, row_length=197, levels=255)
+

@@ -261,6 +261,25 @@ def test_ptf_alpha_is_the_first_minimum_of_a_brute_force_search():
     assert p.alpha[4].item() == 0
 
 
+def test_ptf_zero_point_search_lowers_the_error_and_keeps_the_range():
+    """One one-sided outlier channel puts FQ-ViT's shared zero point near 0; the search moves it so ordinary
+    channels keep room below zero: smaller total error, and [lo, hi] still representable at the largest factor."""
+    x = generated((4, 50, 6), seed=5) * torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    x[..., 5] = x[..., 5].abs() * 60.0  # one-sided outlier channel in [0, 60]
+    lo_c, hi_c = x.reshape(-1, 6).amin(0), x.reshape(-1, 6).amax(0)
+    fqvit = ptf_qparams(x, lo_c, hi_c, bits=8, levels=8)
+    searched = ptf_qparams(x, lo_c, hi_c, bits=8, levels=8, search_zero_point=True)
+
+    def total_error(p):
+        return float(((p.fake_quant(x) - x) ** 2).sum())
+
+    assert searched.zero_point > fqvit.zero_point
+    assert total_error(searched) < total_error(fqvit)
+    top = searched.base_scale * 2.0**7
+    assert (0 - searched.zero_point) * top <= float(lo_c.min()) + 1e-12
+    assert (255 - searched.zero_point) * top >= float(hi_c.max()) - 1e-12
+
+
 def test_ptf_range_includes_zero_and_rejects_bad_input():
     x = generated((10, 3), seed=4, low=1.0, high=2.0)
     p = ptf_qparams(x, [1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
