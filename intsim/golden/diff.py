@@ -1,0 +1,180 @@
+"""``intsim diff GOLDEN DUT``: compare a DUT dump with a golden tree and name the first op that departs.
+
+``DUT`` is a folder of the golden layout holding any subset of the golden files (npy, hex or bin; e.g. what an
+RTL simulation dumped). Every DUT file at a golden path is read (hex: line by line, at the tensor's width) and
+compared element by element with the golden tensor. Tensors are visited in program order (the Program input,
+then for every op its params and its outputs), so the **first mismatch** is the first op, in program order, whose
+output (or param) differs: downstream differences usually follow from it.
+
+Bad input raises ``ValueError`` naming the file (and line): a folder without a golden manifest, a DUT holding no
+golden file, a DUT manifest of another Program (or suite) or listing files that are missing, a DUT file of the wrong
+size or shape, a malformed hex line, a golden file that no longer matches its manifest's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from intsim.golden.formats import FORMATS, read_tensor
+from intsim.golden.manifest import MANIFEST_NAME, read_manifest
+
+__all__ = ["Comparison", "diff_trees", "format_table"]
+
+
+@dataclass
+class Comparison:
+    """One DUT file against its golden tensor (``delta = dut - golden``)."""
+
+    tensor: str
+    op: str | None  # the op writing the tensor (role output) or first reading it (param); None for the input
+    role: str  # "input", "param" or "output"
+    item: str | None  # image (intsim golden) or case folder (intsim vectors)
+    format: str
+    path: str
+    elements: int
+    mismatches: int
+    first_index: list[int] | None
+    golden_value: int | None
+    dut_value: int | None
+    max_abs_delta: int
+    above: int  # elements where dut > golden
+    below: int  # elements where dut < golden
+    mean_delta: float  # over the mismatching elements (the signed bias of the error); 0.0 when equal
+
+
+def _program_order(manifest: dict) -> list[tuple[str, str | None, str]]:
+    """``(tensor, op, role)`` in program order: the inputs, then per op its params and outputs."""
+    order, seen = [], set()
+    for name, record in sorted(manifest["tensors"].items(), key=lambda item: item[1]["step"]):
+        if record["kind"] == "input" and record["step"] == 0:
+            order.append((name, None, "input"))
+            seen.add(name)
+    for entry in manifest["ops"]:
+        for name in entry["inputs"]:
+            if name not in seen and manifest["tensors"].get(name, {}).get("kind") in ("constant", "input"):
+                order.append((name, entry["name"], "param" if name in entry["params"] else "input"))
+                seen.add(name)
+        for name in entry["outputs"]:
+            order.append((name, entry["name"], "output"))
+            seen.add(name)
+    return order
+
+
+def _items(manifest: dict) -> list[str]:
+    return [item["dir"] for item in manifest.get("images") or manifest.get("cases") or []]
+
+
+def _check_dut_manifest(golden: Path, dut: Path, manifest: dict) -> None:
+    if not (dut / MANIFEST_NAME).is_file():
+        return
+    theirs = read_manifest(dut)
+    for key in ("program_sha256", "generator", "op"):
+        if theirs.get(key) != manifest.get(key):
+            raise ValueError(f"{dut / MANIFEST_NAME} is of another {'Program' if key == 'program_sha256' else 'tree'}: "
+                             f"{key} {theirs.get(key)!r}, the golden {golden / MANIFEST_NAME} has {manifest.get(key)!r}")
+    for record in theirs["tensors"].values():
+        for paths in record["files"].values():
+            for relative in paths:
+                if not (dut / relative).is_file():
+                    raise ValueError(f"{dut / relative}: missing (listed in {dut / MANIFEST_NAME})")
+
+
+def _read_golden(golden: Path, record: dict, index: int) -> np.ndarray:
+    fmt = "npy" if "npy" in record["files"] else next(iter(record["files"]))
+    path = golden / record["files"][fmt][index]
+    if not path.is_file():
+        raise ValueError(f"{path}: golden file missing (listed in {golden / MANIFEST_NAME})")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != record["sha256"][fmt][index]:
+        raise ValueError(f"{path}: golden file does not match the SHA-256 in {golden / MANIFEST_NAME} (modified?)")
+    return read_tensor(path, fmt, shape=record["shape"], bits=record["bits"], signed=record["signed"])
+
+
+def _compare(expected: np.ndarray, actual: np.ndarray) -> dict:
+    delta = actual - expected
+    differs = delta != 0
+    count = int(differs.sum())
+    if not count:
+        return dict(mismatches=0, first_index=None, golden_value=None, dut_value=None, max_abs_delta=0, above=0,
+                    below=0, mean_delta=0.0)
+    first = np.unravel_index(int(np.argmax(differs)), expected.shape)
+    return dict(mismatches=count, first_index=[int(i) for i in first], golden_value=int(expected[first]),
+                dut_value=int(actual[first]), max_abs_delta=int(np.abs(delta).max()), above=int((delta > 0).sum()),
+                below=int((delta < 0).sum()), mean_delta=float(delta[differs].mean()))
+
+
+def diff_trees(golden: str | Path, dut: str | Path) -> dict:
+    """Compare every DUT file at a golden path; return the JSON-ready result (``comparisons`` in program order,
+    ``first_mismatch`` or ``None``, ``unknown_files``: DUT files in a golden format at no golden path)."""
+    golden, dut = Path(golden), Path(dut)
+    manifest = read_manifest(golden)
+    if not dut.is_dir():
+        raise ValueError(f"{dut}: no such DUT folder")
+    _check_dut_manifest(golden, dut, manifest)
+    items = _items(manifest)
+    comparisons: list[Comparison] = []
+    known = set()
+    for name, op, role in _program_order(manifest):
+        record = manifest["tensors"][name]
+        for index in range(len(next(iter(record["files"].values())))):
+            expected = None
+            for fmt in FORMATS:
+                if fmt not in record["files"]:
+                    continue
+                relative = record["files"][fmt][index]
+                known.add(relative)
+                if not (dut / relative).is_file():
+                    continue
+                if expected is None:
+                    expected = _read_golden(golden, record, index)
+                actual = read_tensor(dut / relative, fmt, shape=record["shape"], bits=record["bits"],
+                                     signed=record["signed"])
+                item = Path(relative).parts[0] if len(Path(relative).parts) > 1 else None
+                item = item if item in items else None
+                comparisons.append(Comparison(tensor=name, op=op, role=role, item=item, format=fmt, path=relative,
+                                              elements=int(expected.size), **_compare(expected, actual)))
+    if not comparisons:
+        raise ValueError(f"{dut}: holds none of the {len(known)} files of the golden tree {golden} "
+                         f"(expected the same layout, e.g. {sorted(known)[0] if known else 'no files'})")
+    unknown = sorted(str(path.relative_to(dut)) for path in dut.rglob("*")
+                     if path.is_file() and path.suffix.lstrip(".") in FORMATS
+                     and str(path.relative_to(dut)) not in known)
+    first = next((c for c in comparisons if c.mismatches), None)
+    return {
+        "golden": str(golden), "dut": str(dut), "program_sha256": manifest["program_sha256"],
+        "compared_files": len(comparisons), "differing_files": sum(1 for c in comparisons if c.mismatches),
+        "first_mismatch": None if first is None else {
+            "op": first.op, "tensor": first.tensor, "role": first.role, "item": first.item, "format": first.format,
+            "path": first.path, "index": first.first_index, "golden": first.golden_value, "dut": first.dut_value},
+        "comparisons": [asdict(c) for c in comparisons],
+        "unknown_files": unknown,
+    }
+
+
+def format_table(result: dict) -> str:
+    """The human-readable table of :func:`diff_trees`' result."""
+    lines = [f"{'tensor':<40} {'item':<26} {'fmt':<4} {'mismatches':>17} {'first index':<16} {'max|d|':>8} "
+             f"{'bias (mean d, +n/-n)':<22}"]
+    for c in result["comparisons"]:
+        counts = f"{c['mismatches']}/{c['elements']}"
+        first = "" if c["first_index"] is None else str(tuple(c["first_index"]))
+        bias = "" if not c["mismatches"] else f"{c['mean_delta']:+.3g} (+{c['above']}/-{c['below']})"
+        lines.append(f"{c['tensor']:<40} {c['item'] or '':<26} {c['format']:<4} {counts:>17} {first:<16} "
+                     f"{c['max_abs_delta']:>8} {bias:<22}".rstrip())
+    lines.append("")
+    lines.append(f"compared {result['compared_files']} files, {result['differing_files']} differ")
+    first = result["first_mismatch"]
+    if first is None:
+        lines.append("first mismatch: none (all agree)")
+    else:
+        where = f"{first['role']} {first['tensor']}" + (f" of {first['item']}" if first["item"] else "")
+        lines.append(f"first mismatch: op {first['op']} ({where}, {first['format']}) at index {tuple(first['index'])}: "
+                     f"golden {first['golden']}, dut {first['dut']}")
+    if result["unknown_files"]:
+        shown = ", ".join(result["unknown_files"][:5])
+        lines.append(f"not compared: {len(result['unknown_files'])} DUT files at no golden path ({shown}"
+                     f"{', ...' if len(result['unknown_files']) > 5 else ''})")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Writing a golden tree: tensor files in every format, their SHA-256, the manifest, one atomic rename.
+
+:class:`TreeWriter` writes into a hidden staging folder beside the output (``.NAME.*.partial``) and renames it
+into place only after the manifest is written, so a failed or interrupted run leaves no partial tree. It
+refuses an output that exists and is not an empty folder: a golden tree is never overwritten silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from intsim.golden.formats import FORMATS, encode, hex_digits, storage_dtype
+from intsim.golden.manifest import MANIFEST_NAME, dumps, validate_manifest
+
+__all__ = ["TreeWriter", "tensor_record"]
+
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")  # what the manifest schema allows
+
+
+def tensor_record(*, kind: str, step: int, shape, bits: int, signed: bool, zero_point: int = 0, scale=None) -> dict:
+    """The manifest entry of one tensor, before its files are written (``files``/``sha256`` fill as they are)."""
+    dtype = storage_dtype(bits, signed)
+    return {
+        "kind": kind, "step": step, "shape": [int(side) for side in shape], "dtype": dtype.name,
+        "bits": int(bits), "signed": bool(signed), "zero_point": int(zero_point), "scale": scale,
+        "hex_digits": hex_digits(bits), "element_bytes": dtype.itemsize, "files": {}, "sha256": {},
+    }
+
+
+class TreeWriter:
+    """A golden tree being written to ``output`` in ``formats`` (use as a context manager)."""
+
+    def __init__(self, output: str | Path, formats=FORMATS):
+        self.output = Path(output)
+        self.formats = tuple(formats)
+        if self.output.exists() and (not self.output.is_dir() or any(self.output.iterdir())):
+            raise ValueError(f"--output {self.output} exists and is not an empty folder; golden trees are never "
+                             f"overwritten: remove it or choose another folder")
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(dir=self.output.parent, prefix=f".{self.output.name}.", suffix=".partial"))
+        umask = os.umask(0)
+        os.umask(umask)
+        self.staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a golden tree is for sharing
+        self.files = 0
+        self.bytes = 0
+
+    def __enter__(self) -> "TreeWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self.staging.exists():  # not committed: an error happened
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def add(self, record: dict, stem: str, array: np.ndarray, *, name: str) -> None:
+        """Write ``array`` as ``stem.<format>`` (path relative to the tree) in every format; append the paths and
+        digests to ``record``. ``name`` (the tensor) appears in the error if a value leaves its declared width or
+        its name is not filesystem-safe (letters, digits, ``_``, ``.``, ``-``)."""
+        if not _SAFE_PATH.fullmatch(stem) or ".." in stem.split("/"):
+            raise ValueError(f"tensor {name!r}: file name {stem!r} is not filesystem-safe (use letters, digits, _ . -)")
+        for fmt in self.formats:
+            data = encode(array, fmt, record["bits"], record["signed"], name=name)
+            relative = f"{stem}.{fmt}"
+            path = self.staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            record["files"].setdefault(fmt, []).append(relative)
+            record["sha256"].setdefault(fmt, []).append(hashlib.sha256(data).hexdigest())
+            self.files += 1
+            self.bytes += len(data)
+
+    def commit(self, manifest: dict) -> Path:
+        """Validate and write the manifest, then move the tree into place; return the manifest's path."""
+        validate_manifest(manifest, f"{self.output / MANIFEST_NAME} (being written)")
+        text = dumps(manifest).encode()
+        (self.staging / MANIFEST_NAME).write_bytes(text)
+        self.files += 1
+        self.bytes += len(text)
+        if self.output.is_dir():
+            self.output.rmdir()  # empty (checked at the start)
+        os.rename(self.staging, self.output)
+        return self.output / MANIFEST_NAME
