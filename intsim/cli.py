@@ -4,6 +4,7 @@
     intsim run PROGRAM IMAGE...
     intsim check PROGRAM [--model NAME --weights FILE] [--data DIR] [--limit N] [--json FILE]
     intsim eval [--model NAME --weights FILE] [--calib DIR] [--data DIR] [--config CFG] [--limit N] [--json FILE]
+    intsim sweep [--model NAME --weights FILE] [--calib DIR] [--data DIR] [--configs CFG,...] [--limit N] --output DIR
     intsim ops
 
 Without ``--model`` the embedded digits ViT is used, with its own calibration and held-out images, so every
@@ -188,8 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write the results as JSON")
     evaluate.set_defaults(handler=_eval)
 
+    from intsim.sweep import add_sweep_arguments, run_sweep_command
+
+    sweep = commands.add_parser("sweep", help="top-1/top-5 of several configurations on the same images: "
+                                "results.json, results.md, accuracy.png")
+    _add_model(sweep, calib=False)
+    add_sweep_arguments(sweep)
+    sweep.set_defaults(handler=run_sweep_command)
+
     ops = commands.add_parser("ops", help="list the integer operators and their numpy references")
     ops.set_defaults(handler=_list_ops)
+
+    from intsim.golden.cli import add_commands as add_golden_commands
+
+    add_golden_commands(commands)  # golden, diff, report, vectors
     return parser
 
 

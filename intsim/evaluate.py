@@ -17,7 +17,8 @@ import numpy as np
 
 from intsim.program import Program
 
-__all__ = ["Batch", "CheckResult", "calibrate", "check_program", "evaluate", "labelled_batches", "load_float_model", "model_mismatch", "quantize"]
+__all__ = ["Batch", "CheckResult", "calibrate", "calibration_batches", "check_program", "evaluate", "float_logits",
+           "labelled_batches", "load_float_model", "model_mismatch", "quantize"]
 
 EMBEDDED = "intsim-digits"
 
@@ -91,19 +92,27 @@ def labelled_batches(data: str | None, preprocess, *, limit: int | None, batch_s
     return [Batch(np.asarray(p), np.array(l)) for p, l in zip(pixels, _chunks(np.asarray(folder.labels), batch_size))]
 
 
-def calibrate(model, preprocess, config, calib: str | None, *, batch_size=32, workers=2, limit=None):
-    """A calibrated :class:`~intsim.quant.vit.QuantViT` (deterministic for the same images)."""
+def calibrate(model, preprocess, config, calib: str | None, *, batch_size=32, workers=2, limit=None,
+              calib_batches=None, progress: bool = True):
+    """A calibrated :class:`~intsim.quant.vit.QuantViT` (deterministic for the same images).
+
+    ``calib_batches``: uint8 batches already decoded by :func:`calibration_batches` (then ``calib``,
+    ``batch_size``, ``workers`` and ``limit`` are not used), so that several configurations share one decoding.
+    ``progress=False`` hides the bar.
+    """
     import torch
     from tqdm import tqdm
 
     from intsim.quant.vit import QuantViT
 
     torch.manual_seed(0)
-    batches = calibration_batches(calib, preprocess, batch_size=batch_size, workers=workers, limit=limit)
+    batches = calib_batches
+    if batches is None:
+        batches = calibration_batches(calib, preprocess, batch_size=batch_size, workers=workers, limit=limit)
     if not batches:
         raise ValueError(f"calibration folder {calib} holds no images")
     qvit = QuantViT(model, config, mean=preprocess.mean, std=preprocess.std)
-    with tqdm(total=len(batches), desc="calibrating", unit="batch") as bar:
+    with tqdm(total=len(batches), desc="calibrating", unit="batch", disable=not progress) as bar:
         qvit.calibrate([torch.as_tensor(b) for b in batches], progress=bar)
     return qvit
 
@@ -145,23 +154,47 @@ def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int((order == labels[:, None]).any(axis=1).sum())
 
 
-def evaluate(qvit, program: Program, batches) -> dict:
-    """Top-1/top-5 (%) of the float model, the fast fake-quant model and the integer Program on the same images."""
+def float_logits(qvit, batches) -> list[np.ndarray]:
+    """The float model's logits of every :class:`Batch` (the float path of ``qvit``: it does not depend on the
+    quantization configuration), for :func:`evaluate`'s ``float_logits`` when several configurations share images."""
+    import torch
+
+    return [qvit.run_float(torch.as_tensor(batch.pixels)).numpy() for batch in batches]
+
+
+def evaluate(qvit, program: Program, batches, *, float_logits=None, progress=None, seconds: dict | None = None) -> dict:
+    """Top-1/top-5 (%) of the float model, the fast fake-quant model and the integer Program on the same images.
+
+    Optional: ``float_logits``, one array per batch from :func:`float_logits` (the float model is then not run);
+    ``progress``, a tqdm bar advanced by the images of each batch (default: an own bar per batch);
+    ``seconds``, a dict that receives the wall time spent in each of ``float``, ``fakequant`` and ``integer``.
+    """
+    import time
+
     import torch
     from tqdm import tqdm
 
     from intsim.interpreter import run_program
 
+    def timed(name, run):
+        start = time.perf_counter()
+        output = run()
+        if seconds is not None:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        return output
+
     hits = defaultdict(int)
     agree = defaultdict(int)
     images = 0
-    for batch in tqdm(batches, desc="evaluating", unit="batch"):
+    for index, batch in enumerate(batches if progress is not None else tqdm(batches, desc="evaluating", unit="batch")):
         pixels = torch.as_tensor(batch.pixels)
         outputs = {
-            "float": qvit.run_float(pixels).numpy(),
-            "fakequant": qvit.run_fast(pixels)[0].numpy(),
-            "integer": run_program(program, batch.pixels),
+            "float": float_logits[index] if float_logits is not None else timed("float", lambda: qvit.run_float(pixels).numpy()),
+            "fakequant": timed("fakequant", lambda: qvit.run_fast(pixels)[0].numpy()),
+            "integer": timed("integer", lambda: run_program(program, batch.pixels)),
         }
+        if progress is not None:
+            progress.update(len(batch.pixels))
         top1 = {name: logits.argmax(axis=1) for name, logits in outputs.items()}
         for name, logits in outputs.items():
             hits[f"{name}.top1"] += _topk_hits(logits, batch.labels, 1)
