@@ -39,7 +39,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "fqvit-ablation": (
         "w8a8a8-minmax", "w8a8a8-ema", "w8a8a8-percentile", "w8a8a8-omse",
         "w8a8a8-minmax-ptf-fqvit", "w8a8a8-minmax-ptf", "w8a8a4-minmax-ptf-lis",
-        "fqvit-w8a8a8", "fqvit-w8a8a4",
+        "fqvit-w8a8a8", "fqvit-w8a8a4", "w8a8a8-r12g12", "w8a8a4-r12g12",
         "fqvit-w6a6a4", "fqvit-w4a8a4", "fqvit-w4a4a4",
     ),
 }

@@ -209,6 +209,19 @@ def test_generic_widths_6_6_6_exact_match(heldout_pixels):
     assert_exact_match(program, heldout_pixels[:32])
 
 
+@pytest.mark.parametrize("config_name", ["w8a8a8-r12g12", "w8a8a4-r12g12"])
+def test_wide_residual_and_gelu_index_exact_match(config_name, heldout_pixels):
+    """12-bit residual stream (LayerNorm inputs, ResidualAdd outputs) and 12-bit GELU table index: the widths
+    reach the Program, the table has one entry per 12-bit code, and the twins still agree on every code."""
+    _, program = digits_quantize(make_config(config_name))
+    depth = sum(op.kind == "Lut" for op in program.ops)
+    assert depth and all(program.tensors[f"blocks.{i}.norm1.input"].bits == 12 for i in range(depth))
+    assert all(op.attrs["bits"] == 12 for op in program.ops if op.kind == "LayerNorm")
+    assert all(program.constants[f"blocks.{i}.mlp.gelu.table"].shape == (4096,) for i in range(depth))
+    assert all(program.tensors[f"blocks.{i}.mlp.gelu"].bits == 8 for i in range(depth))
+    assert_exact_match(program, heldout_pixels[:32])
+
+
 # -------------------------------------------------------------------------------- random timm models
 def small_vit(**kwargs):
     from timm.models.vision_transformer import VisionTransformer

@@ -29,6 +29,8 @@ class QuantConfig:
     ptf_alpha_max: int = 7  # PTF factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3; ViT-Ti needs 7)
     ptf_search_zero_point: bool = True  # PTF zero point by least squared error (FQ-ViT: from the layer-wide range)
     gelu: str = "lut"  # per-code table built at export
+    residual_bits: int | None = None  # residual stream (LayerNorm inputs, PTF) width; None: abits (FQ-ViT)
+    gelu_input_bits: int | None = None  # fc1 output = GELU table index width; None: abits (FQ-ViT: float GELU)
     rounding: str = "half_up"
 
     @property
@@ -36,12 +38,21 @@ class QuantConfig:
         return "lis" if self.attn_bits == 4 else "uniform"
 
     @property
+    def residual_width(self) -> int:
+        return self.abits if self.residual_bits is None else self.residual_bits
+
+    @property
+    def gelu_input_width(self) -> int:
+        return self.abits if self.gelu_input_bits is None else self.gelu_input_bits
+
+    @property
     def ptf_levels(self) -> int:
         return self.ptf_alpha_max + 1 if self.ptf else 1
 
 
 def _validate(config: QuantConfig) -> QuantConfig:
-    for field, value, lo, hi in (("wbits", config.wbits, 2, 8), ("abits", config.abits, 4, 8), ("attn_bits", config.attn_bits, 4, 8)):
+    for field, value, lo, hi in (("wbits", config.wbits, 2, 8), ("abits", config.abits, 4, 8), ("attn_bits", config.attn_bits, 4, 8),
+                                 ("residual_bits", config.residual_width, 4, 16), ("gelu_input_bits", config.gelu_input_width, 4, 16)):
         if not isinstance(value, int) or not lo <= value <= hi:
             raise ValueError(f"quantization config {config.name!r}: {field} = {value!r} outside [{lo}, {hi}]")
     from intsim.quant.observers import OBSERVERS
@@ -75,6 +86,9 @@ CONFIGS.update(
         *(_derived("fqvit-w8a8a8", f"w8a8a8-{observer}", observer=observer, ptf=False)
           for observer in ("minmax", "ema", "percentile", "omse")),
         _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf", observer="minmax", ptf=True),
+        # wider non-matmul activations (the MAC inputs stay 8-bit): 12-bit residual stream and GELU table index
+        _derived("fqvit-w8a8a8", "w8a8a8-r12g12", residual_bits=12, gelu_input_bits=12),
+        _derived("fqvit-w8a8a4", "w8a8a4-r12g12", residual_bits=12, gelu_input_bits=12),
         # FQ-ViT's own PTF: factors 2**0..2**3, zero point from the layer-wide range
         _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-fqvit", observer="minmax", ptf=True, ptf_alpha_max=3,
                  ptf_search_zero_point=False),

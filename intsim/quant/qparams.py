@@ -341,7 +341,7 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
 
     ``search_zero_point=True`` (intsim's default configurations) replaces FQ-ViT's zero point, which serves the
     layer-wide range and leaves ordinary channels almost no room below zero when one outlier channel is
-    one-sided, by the one of ``zp in {1.., 5.., 9.., ...} U {FQ-ViT's}`` minimising the summed per-channel error
+    one-sided, by the one of ``zp in {1, 1 + t, 1 + 2t, ...} U {FQ-ViT's}`` (``t = 2**bits / 64``: every 4th code at 8 bits) minimising the summed per-channel error
     ``sum_c min_a err(c, a)`` over every 7th row of ``x_last``; ``scale_top`` then grows to keep
     ``[lo, hi]`` representable at the largest factor: ``max(hi / (2**bits - 1 - zp), -lo / zp)``.
 
@@ -383,7 +383,8 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
 
     rows = x.reshape(-1, channels)
     if search_zero_point:
-        candidates = set(range(1 if lo < 0 else 0, qmax if hi > 0 else qmax + 1, 4)) | {zero_point}
+        step = max(1, (qmax + 1) // 64)  # 64 candidates at any width (every 4th code at 8 bits)
+        candidates = set(range(1 if lo < 0 else 0, qmax if hi > 0 else qmax + 1, step)) | {zero_point}
 
         def searched_error(zp: int) -> float:
             return float(_ptf_errors(rows[::7], _ptf_base_scale(lo, hi, zp, qmax, levels), zp, qmax, levels).amin(0).sum())

@@ -195,7 +195,9 @@ class QuantViT(torch.nn.Module):
     def _observer(self, name: str, kind: str):
         if name not in self.observers:
             if kind == "ptf":
-                self.observers[name] = PerChannelMinMaxObserver(self.config.abits)
+                self.observers[name] = PerChannelMinMaxObserver(self.config.residual_width)
+            elif name.endswith(".mlp.fc1"):
+                self.observers[name] = make_observer(self.config.observer, self.config.gelu_input_width)
             else:
                 self.observers[name] = make_observer(self.config.observer, self.config.abits)
         return self.observers[name]
