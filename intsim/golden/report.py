@@ -5,8 +5,9 @@ op proves from the declared input widths and the constants), and saturation coun
 The interpreter's trace shows op inputs and outputs only; the intermediates inside an op (a requantization's
 product, LayerNorm's ``S1``/``S2``/``D``/``sigma``/reciprocal, softmax's exp values and row sums, a residual add's
 two terms, ...) are recomputed here from the op's inputs, step by step as ``docs/semantics.md`` states them, with
-the same public helpers as the references (``rounding_shift_right_reference``, ``isqrt_reference``,
-``int_exp_reference``, ``log_round_reference``). Each recomputation ends in the op's output, which must equal
+the same public helpers as the references (``rounding_shift_right_reference``, ``int_exp_reference``,
+``log_round_reference``; LayerNorm's steps come from ``intsim.ops.layernorm.layernorm_steps``, which its reference
+itself runs). Each recomputation ends in the op's output, which must equal
 the traced one (``RuntimeError`` otherwise), so the report cannot drift from the semantics unnoticed.
 
 Quantities (all exact integers; floats only in the printed table):
@@ -31,8 +32,7 @@ import numpy as np
 
 from intsim.golden.formats import width_of_range
 from intsim.ops import ZERO_CODE, integer_matmul
-from intsim.ops.isqrt import isqrt_reference
-from intsim.ops.layernorm import NORM_FRACTION_BITS, RECIPROCAL_BITS, normalized_bound
+from intsim.ops.layernorm import NORM_FRACTION_BITS, RECIPROCAL_BITS, layernorm_steps, normalized_bound
 from intsim.ops.rounding import rounding_shift_right_reference
 from intsim.ops.softmax import LIS_VALUE_SHIFT, IExpConstants, int_exp_reference, log_round_reference
 from intsim.program import Program, TensorSpec
@@ -194,25 +194,17 @@ def _layernorm(report, program, op, inputs, outputs):
     x_bound = _span(program.tensors[op.inputs[0]], a["zero_point"]) << int(alpha.max())
     n_bound = normalized_bound(channels)
     affine_bound = n_bound * np.abs(multiplier.astype(object)) + np.abs(bias.astype(object))
-    x_hat = (q - a["zero_point"]) << alpha
-    s1 = x_hat.sum(axis=-1, keepdims=True)
-    s2 = (x_hat * x_hat).sum(axis=-1, keepdims=True)
-    d = channels * s2 - s1 * s1
-    sigma = isqrt_reference(d)
-    inv = np.where(sigma > 0, (1 << RECIPROCAL_BITS) // np.maximum(sigma, 1), 0)
-    t = channels * x_hat - s1
-    t_inv = t * inv
-    n = rounding_shift_right_reference(t_inv, RECIPROCAL_BITS - NORM_FRACTION_BITS, a["rounding"])
-    affine = n * multiplier + bias
-    rounded = rounding_shift_right_reference(affine, shift, a["rounding"]) + a["out_zero_point"]
-    for name, value, bound, signed in (
-        ("x_hat", x_hat, x_bound, True), ("S1", s1, channels * x_bound, True), ("S2", s2, channels * x_bound**2, False),
-        ("D", d, (channels * x_bound) ** 2, False), ("sigma", sigma, channels * x_bound, False),
-        ("inv", inv, 1 << RECIPROCAL_BITS, False), ("t", t, 2 * channels * x_bound, True),
-        ("t_inv", t_inv, n_bound << (RECIPROCAL_BITS - NORM_FRACTION_BITS), True), ("n", n, n_bound, True),
-        ("affine", affine, int(np.max(affine_bound)), True),
-        ("rounded", rounded, _shifted_bound(affine_bound, shift) + abs(a["out_zero_point"]), True),
+    steps = layernorm_steps(q, a["zero_point"], alpha, multiplier, bias, shift, a["out_zero_point"], a["rounding"])
+    rounded = steps["rounded"]
+    for name, bound, signed in (
+        ("x_hat", x_bound, True), ("S1", channels * x_bound, True), ("S2", channels * x_bound**2, False),
+        ("D", (channels * x_bound) ** 2, False), ("sigma", channels * x_bound, False),
+        ("inv", 1 << RECIPROCAL_BITS, False), ("t", 2 * channels * x_bound, True),
+        ("t_inv", n_bound << (RECIPROCAL_BITS - NORM_FRACTION_BITS), True), ("n", n_bound, True),
+        ("affine", int(np.max(affine_bound)), True),
+        ("rounded", _shifted_bound(affine_bound, shift) + abs(a["out_zero_point"]), True),
     ):
+        value = steps[name]
         report.add(name, value, bound=bound, signed=signed)
     return _clipped(report, rounded, a)
 

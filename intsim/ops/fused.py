@@ -47,7 +47,7 @@ from intsim.ops.matmul import (
     row_blocked_product,
 )
 from intsim.ops.requant import prepare_parameters
-from intsim.ops.rounding import round_shift_scalar, rounding_code
+from intsim.ops.rounding import round_shift_scalar
 from intsim.ops.softmax import (
     LIS_VALUE_SHIFT,
     ZERO_CODE,
@@ -157,24 +157,16 @@ def linear_residual_add(x, weight, *, x_zero_point=0, bias=None, residual, a_zer
     channels; where only the per-channel proof would pass, the ops run one by one). Raises the errors of
     :func:`~intsim.ops.integer_linear` and :func:`~intsim.ops.residual_add` for bad parameters.
     """
-    from intsim.ops.residual import _INT32_MAX, _INT32_MIN, MAX_SHIFT, MULTIPLIER_BITS, _per_channel
+    from intsim.ops.residual import residual_parameters
 
     p, out_shape, plan = _linear_plan(x, weight, x_zero_point, bias)
     op = "residual_add"
     a = as_int_array(residual, "a", op)
     if plan is None or a.shape != out_shape:
         return None
-    qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    qmax = check_int(qmax, "qmax", op, lo=qmin, hi=_INT32_MAX)
-    out_zp = check_int(out_zero_point, "out_zero_point", op, lo=qmin, hi=qmax)
-    a_zp = check_int(a_zero_point, "a_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    b_zp = check_int(b_zero_point, "b_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    mode = rounding_code(rounding, op)
+    a_zp, b_zp, ma, mb, shifts, out_zp, qmin, qmax, mode = residual_parameters(
+        a.shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin, qmax, rounding, op)
     channels = out_shape[-1]
-    m_lo, m_hi = -(2**MULTIPLIER_BITS) + 1, 2**MULTIPLIER_BITS - 1
-    ma = _per_channel(a_multiplier, "a_multiplier", op, m_lo, m_hi, channels, a.shape)
-    mb = _per_channel(b_multiplier, "b_multiplier", op, m_lo, m_hi, channels, a.shape)
-    shifts = _per_channel(shift, "shift", op, 0, MAX_SHIFT, channels, a.shape)
     a_bound = _centred_dtype_bound(a, a_zp)
     b_bound = p.bound + abs(b_zp)  # |acc + bias| <= the linear's proved bound
     total = a_bound * int(np.abs(ma).max()) + b_bound * int(np.abs(mb).max())

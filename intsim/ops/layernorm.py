@@ -301,17 +301,28 @@ def ptf_layernorm_reference(
     """Reference (the specification) of :func:`ptf_layernorm`: the module docstring's algorithm in numpy int64."""
     p = _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, bits, signed, rounding,
                  "ptf_layernorm_reference")
-    C = p.channels
-    x_hat = (p.q.astype(np.int64) - p.zero_point) << p.alpha  # (..., C)
+    steps = layernorm_steps(p.q, p.zero_point, p.alpha, p.multiplier, p.bias, p.shift, p.out_zero_point, rounding)
+    return np.clip(steps["rounded"], p.qmin, p.qmax).astype(p.out_dtype)
+
+
+def layernorm_steps(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, rounding) -> dict[str, np.ndarray]:
+    """Every intermediate of the module docstring's algorithm, unclipped, as int64 numpy arrays (no validation:
+    :func:`ptf_layernorm_reference` validates first; the accumulator report of ``intsim report`` reads them):
+    ``x_hat, S1, S2, D, sigma, inv, t, t_inv, n, affine, rounded`` (``rounded`` before saturation)."""
+    x_hat = (np.asarray(q).astype(np.int64) - zero_point) << np.asarray(alpha).astype(np.int64)  # (..., C)
+    channels = x_hat.shape[-1]
     s1 = x_hat.sum(axis=-1, keepdims=True)
     s2 = (x_hat * x_hat).sum(axis=-1, keepdims=True)
-    d = C * s2 - s1 * s1
+    d = channels * s2 - s1 * s1
     sigma = isqrt_reference(d)
     inv = np.where(sigma > 0, (1 << RECIPROCAL_BITS) // np.maximum(sigma, 1), 0)
-    t = C * x_hat - s1
-    n = rounding_shift_right_reference(t * inv, RECIPROCAL_BITS - NORM_FRACTION_BITS, rounding)
-    y = rounding_shift_right_reference(n * p.multiplier + p.bias, p.shift, rounding) + p.out_zero_point
-    return np.clip(y, p.qmin, p.qmax).astype(p.out_dtype)
+    t = channels * x_hat - s1
+    t_inv = t * inv
+    n = rounding_shift_right_reference(t_inv, RECIPROCAL_BITS - NORM_FRACTION_BITS, rounding)
+    affine = n * multiplier + bias
+    rounded = rounding_shift_right_reference(affine, shift, rounding) + out_zero_point
+    return {"x_hat": x_hat, "S1": s1, "S2": s2, "D": d, "sigma": sigma, "inv": inv, "t": t, "t_inv": t_inv, "n": n,
+            "affine": affine, "rounded": rounded}
 
 
 @parallel_kernel

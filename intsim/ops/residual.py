@@ -211,6 +211,25 @@ def _kernel_dtype(a_dtype, b_dtype) -> np.dtype:
     return np.dtype(np.int64)
 
 
+def residual_parameters(shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin,
+                        qmax, rounding, op="residual_add"):
+    """Validate residual_add's parameters (not the operands) for operands of ``shape``: returns
+    ``(a_zp, b_zp, ma, mb, shifts, out_zp, qmin, qmax, mode)`` with int64 per-channel vectors. Shared with the
+    fused linear + residual kernel so both raise the same errors."""
+    qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)
+    qmax = check_int(qmax, "qmax", op, lo=qmin, hi=_INT32_MAX)
+    out_zero_point = check_int(out_zero_point, "out_zero_point", op, lo=qmin, hi=qmax)
+    a_zero_point = check_int(a_zero_point, "a_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
+    b_zero_point = check_int(b_zero_point, "b_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
+    mode = rounding_code(rounding, op)
+    channels = shape[-1] if len(shape) else 1
+    m_lo, m_hi = -(2**MULTIPLIER_BITS) + 1, 2**MULTIPLIER_BITS - 1
+    ma = _per_channel(a_multiplier, "a_multiplier", op, m_lo, m_hi, channels, shape)
+    mb = _per_channel(b_multiplier, "b_multiplier", op, m_lo, m_hi, channels, shape)
+    shifts = _per_channel(shift, "shift", op, 0, MAX_SHIFT, channels, shape)
+    return a_zero_point, b_zero_point, ma, mb, shifts, out_zero_point, qmin, qmax, mode
+
+
 def _prepare(a, b, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin, qmax, rounding,
              op="residual_add"):
     """Validate residual_add's arguments once; return 2-D operands, int64 per-channel params and scalars."""
@@ -218,17 +237,9 @@ def _prepare(a, b, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift
     b = as_int_array(b, "b", op)
     if a.shape != b.shape:
         raise ValueError(f"{op}: a and b must have the same shape, got {a.shape} and {b.shape}")
-    qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    qmax = check_int(qmax, "qmax", op, lo=qmin, hi=_INT32_MAX)
-    out_zero_point = check_int(out_zero_point, "out_zero_point", op, lo=qmin, hi=qmax)
-    a_zero_point = check_int(a_zero_point, "a_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    b_zero_point = check_int(b_zero_point, "b_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    mode = rounding_code(rounding, op)
+    a_zero_point, b_zero_point, ma, mb, shifts, out_zero_point, qmin, qmax, mode = residual_parameters(
+        a.shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin, qmax, rounding, op)
     channels = a.shape[-1] if a.ndim else 1
-    m_lo, m_hi = -(2**MULTIPLIER_BITS) + 1, 2**MULTIPLIER_BITS - 1
-    ma = _per_channel(a_multiplier, "a_multiplier", op, m_lo, m_hi, channels, a.shape)
-    mb = _per_channel(b_multiplier, "b_multiplier", op, m_lo, m_hi, channels, a.shape)
-    shifts = _per_channel(shift, "shift", op, 0, MAX_SHIFT, channels, a.shape)
     rows = a.size // channels if channels else 0
     common = _kernel_dtype(a.dtype, b.dtype)
     a2 = np.ascontiguousarray(a, dtype=common).reshape(rows, channels)
