@@ -1,7 +1,7 @@
 """Export a calibrated :class:`~intsim.quant.vit.QuantViT` to an integer :class:`~intsim.program.Program`.
 
 Every float scale becomes integers here, through the plan-time helpers of :mod:`intsim.ops`
-(``quantize_multiplier``, ``residual_add_constants``, ``layernorm_constants``, ``i_exp_constants``,
+(``quantize_multiplier``, ``residual_add_constants``, ``layernorm_constants``, ``fit_i_exp_constants``,
 ``build_gelu_lut``); nothing float reaches the Program except scales kept as metadata. The Program's tensor
 names are the QuantViT's quantization points, so codes can be compared point by point.
 

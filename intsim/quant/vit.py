@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from intsim.quant.configs import QuantConfig
 from intsim.quant.observers import PerChannelMinMaxObserver, make_observer
-from intsim.quant.qparams import PtfQParams, QParams, asymmetric_qparams, symmetric_weight_qparams
+from intsim.quant.qparams import PtfQParams, QParams, symmetric_weight_qparams
 
 __all__ = ["QuantViT", "QuantizedLinear", "unsupported_reason"]
 
