@@ -26,10 +26,11 @@ Op kinds (inputs -> outputs; attributes)
 
 Fusion (speed only, same results). Without a trace hook, the default backend runs some op sequences as one
 fused kernel of :mod:`intsim.ops.fused` when their intermediate tensors are read by no other op: ``Linear ->
-Requantize``, ``Linear -> Split -> Requantize`` (one per part), ``Linear -> ResidualAdd`` (the linear as the
-second operand) and ``AttentionScores -> Requantize -> softmax -> AttentionValues -> Requantize``. A fused kernel computes exactly the composition of the ops (tested), and where
-its proof obligations fail it declines and the ops run one by one. With a trace hook every op runs on its own,
-so the hook sees every op's inputs and outputs.
+Requantize [-> Lut]``, ``Linear -> Split -> Requantize`` (one per part), ``Linear -> ResidualAdd`` (the linear as
+the second operand) and ``AttentionScores [-> Requantize] -> softmax -> AttentionValues -> Requantize``. A fused
+kernel computes exactly the composition of the ops (tested), and where its proof obligations fail it declines
+and the ops run one by one. With a trace hook every op runs on its own, so the hook sees every op's inputs and
+outputs.
 """
 
 from __future__ import annotations
@@ -157,13 +158,17 @@ def _requantize_kwargs(op: Op, fetch) -> dict:
 
 
 def _fused_linear(ops: list[Op], fetch):
-    """``Linear -> Requantize`` or ``Linear -> Split -> Requantize`` per part: the parts' codes, or None."""
+    """``Linear -> Requantize [-> Lut]`` or ``Linear -> Split -> Requantize`` per part: the parts' codes (the
+    looked-up codes), or None."""
     from intsim.ops.fused import linear_requantize
 
     linear, requants = ops[0], [op for op in ops[1:] if op.kind == "Requantize"]
+    lut = None
+    if ops[-1].kind == "Lut":
+        lut = dict(table=fetch(ops[-1].inputs[1]), bits=ops[-1].attrs["bits"], signed=ops[-1].attrs["signed"])
     x, weight, bias = (fetch(name) for name in linear.inputs)
     return linear_requantize(x, weight, x_zero_point=linear.attrs["x_zero_point"], bias=bias,
-                             parts=[_requantize_kwargs(op, fetch) for op in requants])
+                             parts=[_requantize_kwargs(op, fetch) for op in requants], lut=lut)
 
 
 def _fused_linear_residual(ops: list[Op], fetch):
@@ -243,7 +248,9 @@ def _fusions(program: Program) -> dict[int, tuple[int, Callable]]:
     found = {}
     ops = program.ops
     for index, op in enumerate(ops):
-        if op.kind == "Linear" and _chain(program, index, [("Linear",), ("Requantize",)], readers):
+        if op.kind == "Linear" and _chain(program, index, [("Linear",), ("Requantize",), ("Lut",)], readers):
+            found[index] = (3, _fused_linear)
+        elif op.kind == "Linear" and _chain(program, index, [("Linear",), ("Requantize",)], readers):
             found[index] = (2, _fused_linear)
         elif op.kind == "Linear" and _chain(program, index, [("Linear",), ("Split",)], readers):
             parts = ops[index + 1].outputs

@@ -32,17 +32,19 @@ Exactness
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import prange
 
-from intsim._jit import kernel, parallel_kernel
+from intsim._jit import kernel
 from intsim.ops._checks import INT64_MAX, INT64_MIN, as_int_array, check_int, int_range, smallest_code_dtype
+from intsim.ops._threads import run_row_ranges, single_threaded_blas
+from intsim.ops.gelu import lookup_table
 from intsim.ops.matmul import (
+    FLOAT32_EXACT,
     _LINEAR_NAMES,
     _linear_operands,
     _prepare as _prepare_matmul,
     _to_float,
+    _workspace,
     plan_weight_product,
     row_blocked_product,
 )
@@ -57,12 +59,15 @@ from intsim.ops.softmax import (
     _exp_table,
     _log_int_softmax_row,
     _prepare_rows,
+    _row_scratch,
     _uniform_int_softmax_row,
 )
 
 __all__ = ["attention", "linear_requantize", "linear_residual_add"]
 
 _INT32_LIMIT = 2**31 - 1
+_FLOAT32_EXACT = FLOAT32_EXACT  # every integer of magnitude <= 2**24 is a float32
+_HEADS_PER_BLOCK = 4  # (batch, head) items per thread task of the attention core
 _REQUANT_SAFE = 2**31  # |acc| <= 2**31 and |M| < 2**31: requantize proves acc * M + 2**(k-1) fits int64
 
 
@@ -83,16 +88,34 @@ def _linear_plan(x, weight, x_zero_point, bias):
 
 
 @kernel
+def _requantized(acc, r, n, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode):
+    """``clip(round_shift((acc[r, n] + bias[n]) * M[n], k[n]) + zp[n], qmin[n], qmax[n])``."""
+    product = (np.int64(acc[r, n]) + bias[n]) * multipliers[n]
+    value = round_shift_scalar(product, shifts[n], mode) + zero_points[n]
+    return min(max(value, qmins[n]), qmaxs[n])
+
+
+@kernel
 def _finish_requantize(acc, start, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode, out):
-    """``out[start + r, n] = clip(round_shift((acc[r, n] + bias[n]) * M[n], k[n]) + zp[n], qmin[n], qmax[n])``."""
+    """``out[start + r, n]`` = the requantized ``acc[r, n] + bias[n]`` (:func:`_requantized`)."""
     for r in range(acc.shape[0]):
         for n in range(acc.shape[1]):
-            product = (np.int64(acc[r, n]) + bias[n]) * multipliers[n]
-            value = round_shift_scalar(product, shifts[n], mode) + zero_points[n]
-            out[start + r, n] = min(max(value, qmins[n]), qmaxs[n])
+            out[start + r, n] = _requantized(acc, r, n, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode)
 
 
-def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts):
+@kernel
+def _finish_requantize_lookup(acc, start, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode, table,
+                              table_qmin, out):
+    """``out[start + r, n] = table[code - table_qmin]`` of the requantized code (inside the table's range)."""
+    index = np.empty(acc.shape[1], dtype=np.int64)
+    for r in range(acc.shape[0]):
+        for n in range(acc.shape[1]):  # vectorises
+            index[n] = _requantized(acc, r, n, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode) - table_qmin
+        for n in range(acc.shape[1]):  # a gather
+            out[start + r, n] = table[index[n]]
+
+
+def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
     """``requantize(integer_linear(x, weight, x_zero_point=..., bias=...), **part)`` for consecutive channel groups.
 
     ``parts``: a list of dicts with the keyword arguments of :func:`~intsim.ops.requantize` (``multiplier, shift,
@@ -102,6 +125,11 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts):
     ``None`` when the fast path does not apply (see the module docstring), or when the parts differ in rounding
     mode or output dtype. Raises the errors :func:`~intsim.ops.integer_linear` and
     :func:`~intsim.ops.requantize` raise for bad arguments.
+
+    ``lut``: ``None``, or (with a single part) the keyword arguments of :func:`~intsim.ops.lut_lookup` but the
+    codes (``table, bits, signed``): the result is then ``[lut_lookup(codes, **lut)]``, the table looked up in the
+    epilogue. ``None`` is returned when the requantized range ``[qmin, qmax]`` is not inside the table's declared
+    code range (lut_lookup would have to check the codes); bad ``lut`` arguments raise lut_lookup's errors.
     """
     p, out_shape, plan = _linear_plan(x, weight, x_zero_point, bias)
     width = out_shape[-1]
@@ -112,6 +140,10 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts):
     dtypes = {smallest_code_dtype(r.qmin, r.qmax) for r in params}
     if p.bound > _REQUANT_SAFE or len(dtypes) > 1 or len({r.mode for r in params}) > 1:
         return None
+    if lut is not None:
+        table, table_qmin, table_qmax = lookup_table(op="lut_lookup", **lut)
+        if len(params) != 1 or params[0].qmin < table_qmin or params[0].qmax > table_qmax:
+            return None
     if plan is None:
         return None
 
@@ -122,15 +154,18 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts):
     shifts = per_channel([r.shifts for r in params])
     zero_points, qmins, qmaxs = (per_channel([np.full(size, getattr(r, name)) for size, r in zip(sizes, params)])
                                  for name in ("zero_point", "qmin", "qmax"))
-    (dtype,) = dtypes
+    (dtype,) = dtypes if lut is None else {table.dtype}
     out = np.empty((p.a.shape[0], width), dtype=dtype)
     store = out.view(np.dtype(f"u{dtype.itemsize}"))  # numba's integer store truncates: the two's complement bits
-    mode = params[0].mode
-    row_blocked_product(
-        p.a, p.a_zp, _to_float(p.b, 0, np.float32)[0], plan.chunk,
-        lambda acc, start, stop: _finish_requantize(acc, start, p.bias, multipliers, shifts, zero_points, qmins,
-                                                    qmaxs, mode, store),
-    )
+    requant_args = (p.bias, multipliers, shifts, zero_points, qmins, qmaxs, params[0].mode)
+    if lut is None:
+        def finish(acc, start, stop):
+            _finish_requantize(acc, start, *requant_args, store)
+    else:
+        table_bits = table.view(np.dtype(f"u{table.dtype.itemsize}"))  # a gather copies bits
+        def finish(acc, start, stop):
+            _finish_requantize_lookup(acc, start, *requant_args, table_bits, np.int64(table_qmin), store)
+    row_blocked_product(p.a, p.a_zp, _to_float(p.b, 0, np.float32)[0], plan.chunk, finish)
     out = out.reshape(out_shape)
     bounds = np.cumsum(sizes)[:-1]
     return np.split(out, bounds, axis=-1)
@@ -195,76 +230,84 @@ def _requantize_value(acc, multiplier, shift, zero_point, qmin, qmax, mode):
 
 
 @kernel
-def _head_attention(q, k, v, b, h, d, q_zp, k_zp, v_zp, logit_m, logit_s, logit_zp, logit_qmin, logit_qmax,
-                    logit_mode, lis, table, x0, b_int, c_int, n, levels, ctx_m, ctx_s, ctx_zp, ctx_qmin,
-                    ctx_qmax, ctx_mode, q_head, k_head, v_head_t, logits, probs, weights, mask, out):
-    """One (batch ``b``, head ``h``): scores -> logits -> probabilities -> values -> context codes into ``out``.
-
-    Products are dot products over contiguous rows (``q_head`` and ``k_head`` ``(N, d)``, ``v_head_t`` ``(d, N)``),
-    integer reductions that the compiler vectorises; every partial sum is bounded as the caller proved.
-    """
-    tokens = q.shape[1]
-    first = h * d
-    for i in range(tokens):
-        for c in range(d):
-            q_head[i, c] = np.int64(q[b, i, first + c]) - q_zp
-            k_head[i, c] = np.int64(k[b, i, first + c]) - k_zp
-            v_head_t[c, i] = np.int64(v[b, i, first + c]) - v_zp
-    for i in range(tokens):  # scores, requantized to logit codes
-        query = q_head[i]
-        row = logits[i]
-        for j in range(tokens):
-            key = k_head[j]
-            score = 0
+def _gather_heads(q, k, v, first_item, heads, q_zp, k_zp, v_zp, q_float, k_float, v_float):
+    """Items ``first_item + g`` (item = batch * heads + head): each head's centred codes as float32 ``(G, N, d)``."""
+    d = q_float.shape[2]
+    for g in range(q_float.shape[0]):
+        b, column = divmod(first_item + g, heads)
+        column *= d
+        for i in range(q_float.shape[1]):
             for c in range(d):
-                score += query[c] * key[c]
-            row[j] = score
-        for j in range(tokens):
-            row[j] = _requantize_value(row[j], logit_m[j], logit_s[j], logit_zp, logit_qmin, logit_qmax, logit_mode)
-    for i in range(tokens):  # probabilities (the row kernels of intsim.ops.softmax), values, context codes
-        if lis:
-            _log_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, probs)
-            for j in range(tokens):
-                code = probs[i, j]
-                weights[j] = (1 << (LIS_VALUE_SHIFT - code)) if code < ZERO_CODE else 0
-        else:
-            _uniform_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, levels, probs)
-            for j in range(tokens):
-                weights[j] = probs[i, j]
-        for c in range(d):
-            values = v_head_t[c]
-            total = 0
-            for j in range(tokens):
-                total += weights[j] * values[j]
-            out[b, i, first + c] = _requantize_value(total, ctx_m[first + c], ctx_s[first + c], ctx_zp, ctx_qmin,
-                                                     ctx_qmax, ctx_mode)
+                q_float[g, i, c] = np.int64(q[b, i, column + c]) - q_zp
+                k_float[g, i, c] = np.int64(k[b, i, column + c]) - k_zp
+                v_float[g, i, c] = np.int64(v[b, i, column + c]) - v_zp
 
 
-@parallel_kernel
-def _attention_kernel(q, k, v, heads, q_zp, k_zp, v_zp, logit_m, logit_s, logit_zp, logit_qmin, logit_qmax,
-                      logit_mode, lis, table, x0, b_int, c_int, n, levels, ctx_m, ctx_s, ctx_zp, ctx_qmin, ctx_qmax,
-                      ctx_mode, workers, out):
-    batch, tokens, channels = q.shape
-    d = channels // heads
-    mask = np.ones((1, 1), dtype=np.bool_)
-    for worker in prange(workers):  # worker w takes items w, w + workers, ...: one thread per (batch, head)
-        q_head = np.empty((tokens, d), dtype=np.int32)
-        k_head = np.empty((tokens, d), dtype=np.int32)
-        v_head_t = np.empty((d, tokens), dtype=np.int32)
-        logits = np.empty((tokens, tokens), dtype=np.int32)
-        probs = np.empty((tokens, tokens), dtype=np.int32)
-        weights = np.empty(tokens, dtype=np.int32)
-        for item in range(worker, batch * heads, workers):
-            _head_attention(q, k, v, item // heads, item % heads, d, q_zp, k_zp, v_zp, logit_m, logit_s, logit_zp,
-                            logit_qmin, logit_qmax, logit_mode, lis, table, x0, b_int, c_int, n, levels, ctx_m,
-                            ctx_s, ctx_zp, ctx_qmin, ctx_qmax, ctx_mode, q_head, k_head, v_head_t, logits, probs,
-                            weights, mask, out)
+@kernel
+def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qmax, logit_mode, lis, table, x0,
+                       b_int, c_int, n, levels, logits, probs, mask, weights, row_sums):
+    """Exact float32 scores ``(G, N, N)`` -> logit codes -> softmax codes (the row kernels of
+    :mod:`intsim.ops.softmax`) -> the integer weights of ``attn @ V`` as float32 (``2**(15 - code)`` or the
+    probability code, both exact), and each row's sum of weights (int64, for the exactness proof of the product)."""
+    tokens = scores.shape[1]
+    scratch = _row_scratch(tokens, table)
+    for g in range(scores.shape[0]):
+        for i in range(tokens):
+            for j in range(tokens):
+                logits[i, j] = _requantize_value(np.int64(scores[g, i, j]), logit_m[j], logit_s[j], logit_zp,
+                                                 logit_qmin, logit_qmax, logit_mode)
+        for i in range(tokens):
+            total = np.int64(0)
+            if lis:
+                _log_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, scratch, probs)
+                for j in range(tokens):
+                    code = probs[i, j]
+                    weight = (1 << (LIS_VALUE_SHIFT - code)) if code < ZERO_CODE else 0
+                    weights[g, i, j] = weight
+                    total += weight
+            else:
+                _uniform_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, levels, scratch, probs)
+                for j in range(tokens):
+                    weights[g, i, j] = probs[i, j]
+                    total += probs[i, j]
+            row_sums[g, i] = total
+
+
+@kernel
+def _context_codes(products, weights, row_sums, v_float, v_bound, first_item, heads, ctx_m, ctx_s, ctx_zp, ctx_qmin,
+                   ctx_qmax, ctx_mode, out):
+    """``products = weights @ v`` (float32, ``(G, N, d)``) -> context codes into ``out[b, i, head * d + c]``.
+
+    A row's float32 sums are exact when ``row_sum * v_bound <= 2**24`` (the matmul module's row-sum bound); any
+    other row is summed again here in int64 from the same integer weights and centred values (exact floats)."""
+    tokens, d = products.shape[1], products.shape[2]
+    for g in range(products.shape[0]):
+        b, column = divmod(first_item + g, heads)
+        column *= d
+        for i in range(tokens):
+            exact = row_sums[g, i] * v_bound <= _FLOAT32_EXACT
+            for c in range(d):
+                if exact:
+                    total = np.int64(products[g, i, c])
+                else:
+                    total = np.int64(0)
+                    for j in range(tokens):
+                        total += np.int64(weights[g, i, j]) * np.int64(v_float[g, j, c])
+                out[b, i, column + c] = _requantize_value(total, ctx_m[column + c], ctx_s[column + c], ctx_zp,
+                                                          ctx_qmin, ctx_qmax, ctx_mode)
 
 
 def _centred_dtype_bound(array: np.ndarray, zero_point: int) -> int:
     """``max |code - zero_point|`` over every value the array's dtype can hold (no pass over the data)."""
     info = np.iinfo(array.dtype)
     return max(abs(int(info.min) - zero_point), abs(int(info.max) - zero_point))
+
+
+def _centred_value_bound(array: np.ndarray, zero_point: int) -> int:
+    """``max |code - zero_point|`` over the array's values (0 for an empty array)."""
+    if array.size == 0:
+        return 0
+    return max(abs(int(array.min()) - zero_point), abs(int(array.max()) - zero_point))
 
 
 def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, values, context):
@@ -284,8 +327,8 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
     d = channels // heads
     q_zp = check_int(q_zero_point, "a_zero_point", "integer_matmul", lo=INT64_MIN, hi=INT64_MAX)
     k_zp = check_int(k_zero_point, "b_zero_point", "integer_matmul", lo=INT64_MIN, hi=INT64_MAX)
-    if d * _centred_dtype_bound(q, q_zp) * _centred_dtype_bound(k, k_zp) > _INT32_LIMIT:
-        return None
+    if d * _centred_dtype_bound(q, q_zp) * _centred_dtype_bound(k, k_zp) > _FLOAT32_EXACT:
+        return None  # the float32 scores would not be exact
     logit = prepare_parameters((batch, heads, tokens, tokens), op="requantize", **logits)
     kind = softmax["kind"]
     softmax_args = {key: value for key, value in softmax.items() if key != "kind"}
@@ -306,22 +349,41 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
         _check_uniform_bound(constants, tokens, levels, op)
         weight_bound = levels
     v_zp = check_int(values["v_zero_point"], "v_zero_point", "lis_attention_values", lo=INT64_MIN, hi=INT64_MAX)
-    if tokens * weight_bound * _centred_dtype_bound(v, v_zp) > _INT32_LIMIT:
-        return None
+    v_bound = _centred_dtype_bound(v, v_zp)
+    if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > _FLOAT32_EXACT:
+        v_bound = _centred_value_bound(v, v_zp)  # a pass over the values: only when the dtype proves too little
+        if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > _FLOAT32_EXACT:
+            return None  # the context accumulator beyond int32, or values that float32 does not hold exactly
     ctx = prepare_parameters((batch, tokens, channels), op="requantize", **context)
     out = np.empty((batch, tokens, channels), dtype=smallest_code_dtype(ctx.qmin, ctx.qmax))
     if out.size == 0:
         return out
     c = constants
     table = _exp_table(c, softmax_qmax - softmax_qmin)
-    workers = min(numba.get_num_threads(), batch * heads)
     per_key = [np.ascontiguousarray(np.broadcast_to(x, (tokens,))) for x in (logit.multipliers, logit.shifts)]
     per_channel = [np.ascontiguousarray(np.broadcast_to(x, (channels,))) for x in (ctx.multipliers, ctx.shifts)]
     i64 = np.int64
-    _attention_kernel(
-        q, k, v, i64(heads), i64(q_zp), i64(k_zp), i64(v_zp), *per_key, i64(logit.zero_point), i64(logit.qmin),
-        i64(logit.qmax), logit.mode, kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n),
-        i64(levels), *per_channel, i64(ctx.zero_point), i64(ctx.qmin), i64(ctx.qmax), ctx.mode, workers,
-        out.view(np.dtype(f"u{out.dtype.itemsize}")),
-    )
+    logit_args = (*per_key, i64(logit.zero_point), i64(logit.qmin), i64(logit.qmax), logit.mode)
+    softmax_kernel_args = (kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n), i64(levels))
+    context_args = (i64(heads), *per_channel, i64(ctx.zero_point), i64(ctx.qmin), i64(ctx.qmax), ctx.mode)
+    store = out.view(np.dtype(f"u{out.dtype.itemsize}"))
+    mask = np.ones((1, 1), dtype=np.bool_)
+
+    def work(first, stop):  # items first..stop-1 on one thread: every buffer is this thread's own
+        shape = (stop - first, tokens, d)
+        q_float, k_float, v_float, products = (_workspace(f"attention_{name}", shape, np.float32)
+                                               for name in ("q", "k", "v", "products"))
+        _gather_heads(q, k, v, i64(first), i64(heads), i64(q_zp), i64(k_zp), i64(v_zp), q_float, k_float, v_float)
+        scores = _workspace("attention_scores", (stop - first, tokens, tokens), np.float32)
+        np.matmul(q_float, k_float.swapaxes(1, 2), out=scores)
+        logit_codes = _workspace("attention_logits", (tokens, tokens), np.int64)
+        prob_codes = _workspace("attention_probs", (tokens, tokens), np.int64)
+        weights = _workspace("attention_weights", (stop - first, tokens, tokens), np.float32)
+        row_sums = _workspace("attention_row_sums", (stop - first, tokens), np.int64)
+        _attention_weights(scores, *logit_args, *softmax_kernel_args, logit_codes, prob_codes, mask, weights, row_sums)
+        np.matmul(weights, v_float, out=products)
+        _context_codes(products, weights, row_sums, v_float, i64(v_bound), i64(first), *context_args, store)
+
+    with single_threaded_blas():
+        run_row_ranges(batch * heads, _HEADS_PER_BLOCK, work)
     return out

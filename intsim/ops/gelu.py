@@ -136,9 +136,9 @@ def build_gelu_lut(
 # lut_lookup: run time gather
 
 
-def _prepare_lookup(codes, table, bits, signed, op="lut_lookup"):
-    """Validate lut_lookup's arguments once; return codes, the table narrowed to its output dtype, and qmin."""
-    codes = as_int_array(codes, "codes", op)
+def lookup_table(table, bits, signed, op="lut_lookup"):
+    """Validate lut_lookup's ``table``, ``bits`` and ``signed``; return the table narrowed to its output dtype
+    (C-contiguous) and the declared code range ``(qmin, qmax)``."""
     table = as_int_array(table, "table", op)
     qmin, qmax = declared_code_range(bits, signed, op, max_bits=MAX_LUT_BITS)
     entries = qmax - qmin + 1  # 2**bits
@@ -146,9 +146,16 @@ def _prepare_lookup(codes, table, bits, signed, op="lut_lookup"):
         raise ValueError(
             f"{op}: table must be 1-D with one entry per {int(bits)}-bit code (length {entries}), got shape {table.shape}"
         )
-    check_code_range(codes, "codes", op, qmin, qmax)
     out_dtype = smallest_code_dtype(int(table.min()), int(table.max()))
-    return codes, np.ascontiguousarray(table.astype(out_dtype)), qmin
+    return np.ascontiguousarray(table.astype(out_dtype)), qmin, qmax
+
+
+def _prepare_lookup(codes, table, bits, signed, op="lut_lookup"):
+    """Validate lut_lookup's arguments once; return codes, the table narrowed to its output dtype, and qmin."""
+    codes = as_int_array(codes, "codes", op)
+    table, qmin, qmax = lookup_table(table, bits, signed, op)
+    check_code_range(codes, "codes", op, qmin, qmax)
+    return codes, table, qmin
 
 
 def lut_lookup_reference(codes, table, *, bits=8, signed=False):

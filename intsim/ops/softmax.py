@@ -58,6 +58,7 @@ from fractions import Fraction
 
 import numpy as np
 from numba import prange
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from intsim._jit import kernel, parallel_kernel
 from intsim.ops._checks import (
@@ -277,15 +278,17 @@ def int_exp_reference(x, constants: IExpConstants) -> np.ndarray:
 
 @kernel
 def _int_exp_scalar(x, x0, b_int, c_int, n):
-    lowest = n * x0
-    if x < lowest:
-        x = lowest
-    q = x // x0
+    """:func:`_int_exp_array` for one int64 ``x <= 0``, without branches or integer division (loops vectorise).
+
+    ``q = x // x0`` is the truncated float64 quotient, exactly: ``|x| <= n * |x0| <= 62 * 2**30`` and ``x0`` are
+    float64 integers, the quotient lies in ``[0, n]``, so its correctly rounded value is off by less than
+    ``62 * 2**-53``, while a non-integer quotient lies at least ``1 / |x0| >= 2**-30`` below the next integer.
+    """
+    x = max(x, n * x0)
+    q = np.int64(np.float64(x) / np.float64(x0))
     r = x - x0 * q
     z = r * (r + b_int) + c_int
-    if z <= 0:
-        return np.int64(0)
-    return z << (n - q)
+    return max(z, np.int64(0)) << (n - q)
 
 
 @parallel_kernel
@@ -440,6 +443,11 @@ _MAX_TABLE = 2**16 + 1  # kernels look e up in a table of int_exp(-d), d = 0..T-
 @kernel
 def _row_max(q, row, has_mask, mask):
     """``(found, max)`` of the codes of one row over the positions taking part (``found`` False: fully masked)."""
+    if not has_mask:  # a plain reduction (vectorises)
+        top = np.int64(q[row, 0]) if q.shape[1] else np.int64(0)
+        for j in range(1, q.shape[1]):
+            top = max(top, np.int64(q[row, j]))
+        return q.shape[1] > 0, top
     found = False
     top = np.int64(0)
     for j in range(q.shape[1]):
@@ -462,11 +470,21 @@ def _exp_of_gap(gap, table, x0, b_int, c_int, n):
 
 
 @kernel
-def _row_sum(q, row, top, has_mask, mask, table, x0, b_int, c_int, n):
+def _row_exps(q, row, top, has_mask, mask, table, x0, b_int, c_int, n, exps):
+    """``exps[j] = int_exp(q[row, j] - top)`` (0 where the mask leaves a key out); returns their sum ``S``."""
     total = np.int64(0)
+    if table.shape[0] == 0 and not has_mask:  # the common case as a loop without branches (vectorises)
+        for j in range(q.shape[1]):
+            e = _int_exp_scalar(np.int64(q[row, j]) - top, x0, b_int, c_int, n)
+            exps[j] = e
+            total += e
+        return total
     for j in range(q.shape[1]):
-        if not has_mask or mask[row, j]:
-            total += _exp_of_gap(top - np.int64(q[row, j]), table, x0, b_int, c_int, n)
+        e = _exp_of_gap(top - np.int64(q[row, j]), table, x0, b_int, c_int, n)
+        if has_mask and not mask[row, j]:
+            e = 0
+        exps[j] = e
+        total += e
     return total
 
 
@@ -502,28 +520,33 @@ def _lis_code(numerator, e):
 
 
 @kernel
-def _lis_codes_of_table(total, table, codes):
-    """``codes[g]`` = the LIS code of ``e = table[g]`` in a row of sum ``total``: :func:`_lis_code`, 16 for ``e = 0``.
+def _lis_codes(total, exps, codes):
+    """``codes[g]`` = the LIS code of ``e = exps[g]`` in a row of sum ``total``: :func:`_lis_code`, 16 for ``e = 0``.
 
     Written without branches so that the loop vectorises; entries with ``3 * e`` beyond int64 (never for real
     scales) are redone with :func:`_lis_code`'s division afterwards.
     """
-    size = table.shape[0]
+    size = exps.shape[0]
     for gap in range(size):
-        e = table[gap]
+        e = exps[gap]
         numerator = total + (e >> 1)
         triple = 3 * min(e, _TRIPLE_LIMIT)  # never overflows; entries above the limit are redone below
-        code = np.int64((numerator >> 1) >= e)
-        for shift in range(15):
-            code += (numerator >> shift) >= triple
+        # _lis_code's count of shifts s in 0..14 with (numerator >> s) >= triple, without the loop: the condition
+        # holds for s <= f = floor(log2(numerator / triple)), and with L = bit_length(numerator) -
+        # bit_length(triple) the ratio lies in (2**(L-1), 2**(L+1)), so f is L or L - 1 (no s when L < 0, all
+        # 15 when L >= 15): count = min(L' + ((numerator >> L') >= triple), 15) with L' = L clamped to [0, 15]
+        top = min(max(leading_zeros(triple) - leading_zeros(numerator), 0), 15)
+        count = min(top + ((numerator >> top) >= triple), 15)
+        code = ((numerator >> 1) >= e) + count
         codes[gap] = code if e > 0 else ZERO_CODE
     for gap in range(size):
-        if table[gap] > _TRIPLE_LIMIT:
-            codes[gap] = _lis_code(total + (table[gap] >> 1), table[gap])
+        if exps[gap] > _TRIPLE_LIMIT:
+            codes[gap] = _lis_code(total + (exps[gap] >> 1), exps[gap])
 
 
 @kernel
-def _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, out):
+def _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out):
+    """One row of :func:`log_int_softmax` into ``out[row]``; ``scratch``: int64 ``(2, max(L, table size))``."""
     # x_j - max x = q_j - max q: the zero point cancels, so the kernels work on the codes directly
     length = q.shape[1]
     found, top = _row_max(q, row, has_mask, mask)
@@ -531,38 +554,47 @@ def _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, out
         for j in range(length):
             out[row, j] = ZERO_CODE
         return
-    total = _row_sum(q, row, top, has_mask, mask, table, x0, b_int, c_int, n)
+    exps, codes = scratch[0], scratch[1]
+    total = _row_exps(q, row, top, has_mask, mask, table, x0, b_int, c_int, n, exps)
     size = table.shape[0]
     if 0 < size <= _CODE_TABLE_PER_KEY * length:
-        # the code depends on the key only through its gap: one code per table entry (a loop without branches or
-        # gathers), then one look-up per key
-        codes = np.empty(size, dtype=np.int64)
-        _lis_codes_of_table(total, table, codes)
+        # the code depends on the key only through its gap: one code per table entry, then one look-up per key
+        _lis_codes(total, table, codes[:size])
         for j in range(length):
             code = ZERO_CODE
             if not has_mask or mask[row, j]:
                 code = codes[min(top - np.int64(q[row, j]), size - 1)]
             out[row, j] = code
         return
+    _lis_codes(total, exps[:length], codes)  # the code of each key's e (a masked key has e = 0: code 16)
     for j in range(length):
-        code = ZERO_CODE
-        if not has_mask or mask[row, j]:
-            e = _exp_of_gap(top - np.int64(q[row, j]), table, x0, b_int, c_int, n)
-            if e > 0:
-                code = _lis_code(total + (e >> 1), e)
-        out[row, j] = code
+        out[row, j] = codes[j]
+
+
+@kernel
+def _row_scratch(length, table):
+    """The int64 scratch of the row kernels for rows of ``length`` (see :func:`_log_int_softmax_row`)."""
+    return np.empty((2, max(length, table.shape[0] if table.shape[0] <= _CODE_TABLE_PER_KEY * length else 0)),
+                    dtype=np.int64)
+
+
+_ROWS_PER_TASK = 64  # rows per parallel task (each task has its own scratch)
 
 
 @parallel_kernel
 def _log_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, out):
-    for row in prange(q.shape[0]):
-        _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, out)
+    rows = q.shape[0]
+    for task in prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        scratch = _row_scratch(q.shape[1], table)
+        for row in range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK)):
+            _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out)
 
 
 @kernel
 def _log_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, out):
+    scratch = _row_scratch(q.shape[1], table)
     for row in range(q.shape[0]):
-        _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, out)
+        _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out)
 
 
 def _exp_table(constants, span):
@@ -642,12 +674,14 @@ def uniform_int_softmax_reference(
 
 
 @kernel
-def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, out):
+def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, scratch, out):
+    """One row of :func:`uniform_int_softmax` into ``out[row]``; ``scratch`` as for :func:`_log_int_softmax_row`."""
     length = q.shape[1]
     found, top = _row_max(q, row, has_mask, mask)
+    exps = scratch[0]
     total = np.int64(0)
     if found:
-        total = _row_sum(q, row, top, has_mask, mask, table, x0, b_int, c_int, n)
+        total = _row_exps(q, row, top, has_mask, mask, table, x0, b_int, c_int, n, exps)
     if total <= 0:  # fully masked (or every e = 0 with hand-made constants): all probabilities 0
         for j in range(length):
             out[row, j] = 0
@@ -655,30 +689,29 @@ def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n,
     half = total >> 1
     inverse = 1.0 / np.float64(total)
     for j in range(length):
-        e = np.int64(0)
-        if not has_mask or mask[row, j]:
-            e = _exp_of_gap(top - np.int64(q[row, j]), table, x0, b_int, c_int, n)
-        numerator = e * levels + half
+        numerator = exps[j] * levels + half  # a masked key has e = 0
         # floor(numerator / total) exactly: a float64 estimate (relative error < 2**-50, and the quotient is at most
         # `levels` < 2**16, so it is off by at most one) corrected with exact integer comparisons
         quotient = np.int64(np.float64(numerator) * inverse)
-        if quotient * total > numerator:
-            quotient -= 1
-        elif (quotient + 1) * total <= numerator:
-            quotient += 1
+        quotient -= quotient * total > numerator
+        quotient += (quotient + 1) * total <= numerator
         out[row, j] = quotient
 
 
 @parallel_kernel
 def _uniform_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, levels, out):
-    for row in prange(q.shape[0]):
-        _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, out)
+    rows = q.shape[0]
+    for task in prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        scratch = _row_scratch(q.shape[1], table)
+        for row in range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK)):
+            _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, scratch, out)
 
 
 @kernel
 def _uniform_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, levels, out):
+    scratch = _row_scratch(q.shape[1], table)
     for row in range(q.shape[0]):
-        _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, out)
+        _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, scratch, out)
 
 
 def uniform_int_softmax(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from intsim.ops import (
@@ -19,6 +19,7 @@ from intsim.ops import (
     integer_matmul_reference,
     lis_attention_values_reference,
     log_int_softmax_reference,
+    lut_lookup_reference,
     requantize_reference,
     residual_add_reference,
     uniform_int_softmax_reference,
@@ -77,6 +78,34 @@ def test_linear_requantize_equals_requantize_of_linear(case, data):
         assert codes.dtype == want.dtype
         np.testing.assert_array_equal(codes, want)
         start += size
+
+
+@given(linear_cases(), st.data())
+def test_linear_requantize_lookup_equals_lut_of_requantize_of_linear(case, data):
+    n = case["weight"].shape[0]
+    part = data.draw(requant_params(n), label="part")
+    bits, signed = data.draw(st.sampled_from([(8, False), (8, True), (4, False), (10, True)]), label="table code range")
+    table_qmin = -(2 ** (bits - 1)) if signed else 0
+    table_qmax = table_qmin + 2**bits - 1
+    part.update(qmin=max(part["qmin"], table_qmin), qmax=min(part["qmax"], table_qmax))
+    assume(part["qmin"] <= part["qmax"])
+    part["zero_point"] = min(max(part["zero_point"], part["qmin"]), part["qmax"])
+    table = data.draw(int_arrays(bits=data.draw(st.sampled_from([8, 16, 20]), label="table bits"), signed=True,
+                                 shape=(2**bits,)), label="table")
+    lut = dict(table=table, bits=bits, signed=signed)
+    (got,) = linear_requantize(**case, parts=[part], lut=lut)
+    want = lut_lookup_reference(requantize_reference(integer_linear_reference(**case), **part), **lut)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_linear_requantize_lookup_declines_codes_outside_the_table_and_raises_its_errors():
+    x = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    weight = np.ones((2, 4), dtype=np.int8)
+    part = dict(multiplier=[2**30], shift=[31], qmin=0, qmax=255)
+    assert linear_requantize(x, weight, parts=[part], lut=dict(table=np.arange(16), bits=4, signed=False)) is None
+    with pytest.raises(ValueError, match="lut_lookup: table must be 1-D with one entry per 8-bit code"):
+        linear_requantize(x, weight, parts=[part], lut=dict(table=np.arange(16), bits=8, signed=False))
 
 
 @given(linear_cases(), st.data())
@@ -150,6 +179,35 @@ def test_attention_equals_the_op_sequence(case):
     np.testing.assert_array_equal(got, want)
 
 
+@given(attention_cases(), st.data())
+def test_attention_with_wide_values_equals_the_op_sequence(case, data):
+    # int16 values up to 2**10: a LIS row whose weights sum beyond 2**14 has float32 sums that are not proved
+    # exact, and the kernel sums those rows again in int64
+    v = data.draw(int_arrays(lo=-(2**10), hi=2**10, dtype=np.int16, shape=case["v"].shape), label="v")
+    case = dict(case, v=v, values=dict(v_zero_point=data.draw(st.integers(-(2**10), 2**10), label="v_zero_point")))
+    got = attention(**case)
+    assert got is not None
+    np.testing.assert_array_equal(got, attention_reference(**case))
+
+
+def test_attention_sums_rows_whose_float32_sum_is_not_proved_exact_in_int64():
+    # one key takes probability ~1 (weight 2**15), seven keys ~2**-15 (weight 1): with values near 2**11 a row sums
+    # to about 2**26 plus a small number that float32 cannot hold there; the kernel must sum that row in int64
+    tokens = 8
+    q = np.full((1, tokens, 1), 255, dtype=np.uint8)
+    k = np.array([255] + [0] * (tokens - 1), dtype=np.uint8).reshape(1, tokens, 1)
+    v = np.array([2047, 1, 3, 5, 7, 9, 11, 13], dtype=np.int16).reshape(1, tokens, 1)
+    logit_shift = 30 + 9  # score 65025 -> logit 127; the other keys 0: a gap of 127 codes of scale 0.08
+    case = dict(heads=1, q_zero_point=0, k_zero_point=0,
+                logits=dict(multiplier=[2**30], shift=[logit_shift], qmin=0, qmax=255),
+                softmax=dict(kind="lis", zero_point=0, bits=8, signed=False, constants=i_exp_constants(0.08)),
+                values=dict(v_zero_point=0), context=dict(multiplier=[2**30], shift=[30], qmin=-(2**31), qmax=2**31 - 1))
+    want = attention_reference(q, k, v, **case)
+    total = int(want[0, 0, 0])  # with context multiplier 2**30 >> 30: the sum itself
+    assert int(np.float32(total)) != total  # not a float32 value: the int64 path was needed
+    np.testing.assert_array_equal(attention(q, k, v, **case), want)
+
+
 @settings(max_examples=10)
 @given(attention_cases(), linear_cases())
 def test_fused_results_do_not_depend_on_the_thread_count(attention_case, linear_case):
@@ -183,6 +241,11 @@ def test_fast_path_declines_wide_operands_and_raises_the_ops_errors():
                 values=dict(v_zero_point=0), context=dict(multiplier=[2**30], shift=[40], qmin=0, qmax=255))
     wide_q = qkv[..., :2].astype(np.int32) << 20  # scores beyond int32
     assert attention(wide_q, wide_q, qkv[..., :2], **case) is None
+    uniform = dict(case, softmax=dict(kind="uniform", zero_point=0, bits=8, signed=False,
+                                      constants=i_exp_constants(0.1), out_bits=1))
+    one_token = qkv[:, :1]
+    wide_v = one_token[..., 4:].astype(np.int32) + 2**25  # an int32 accumulator, but values float32 cannot hold
+    assert attention(one_token[..., :2], one_token[..., 2:4], wide_v, **uniform) is None
     narrow = dict(case, softmax=dict(case["softmax"], bits=4))  # int8 logits outside the softmax's 4-bit range
     assert attention(qkv[..., :2], qkv[..., 2:4], qkv[..., 4:], **narrow) is None
     with pytest.raises(ValueError, match="log_int_softmax: zero_point = 300"):
@@ -200,7 +263,7 @@ def test_interpreter_fused_run_equals_op_by_op_and_traced_runs(config_name, monk
 
     _, program = quantize(None, None, None, make_config(config_name), workers=0)
     kinds = {(program.ops[start].kind, count) for start, (count, _) in _fusions(program).items()}
-    assert {("Linear", 2), ("Linear", 5), ("AttentionScores", 4)} <= kinds  # every pattern occurs in a ViT (the softmax reads the scores)
+    assert {("Linear", 2), ("Linear", 3), ("Linear", 5), ("AttentionScores", 4)} <= kinds  # every pattern occurs in a ViT (the softmax reads the scores)
     pixels = np.array(digits_heldout()[0][:16])
     seen = []
     traced = run_program(program, pixels, trace=lambda op, inputs, outputs: seen.append(op.name))

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import intsim.ops.softmax as softmax_module
@@ -183,6 +183,17 @@ def test_int_exp_reference_matches_exact_python_ints(x, constants):
     want = [exact_int_exp(int(v), constants) for v in x.ravel()]
     assert got.ravel().tolist() == want
     assert all(0 <= v <= constants.e_max for v in want)
+
+
+@given(st.integers(-(2**30), -1), st.integers(-(2**30), 2**30), st.integers(-(2**61), 2**61), st.integers(0, 62))
+def test_int_exp_kernel_is_exact_at_every_quotient_boundary_of_extreme_constants(x0, b_int, c_int, n):
+    # the kernel's q = x // x0 is a float64 quotient: check it where floor(x / x0) steps, for |x0| up to 2**30
+    try:
+        c = IExpConstants(x0=x0, b_int=b_int, c_int=c_int, n=n)
+    except OverflowError:
+        assume(False)
+    x = np.array(sorted({min(q * x0 + step, 0) for q in range(n + 2) for step in (-1, 0, 1)}), dtype=np.int64)
+    assert int_exp(x, c).tolist() == [exact_int_exp(int(v), c) for v in x]
 
 
 @given(sst.i_exp_constant_sets())
@@ -635,12 +646,12 @@ def test_lis_code_without_division_equals_the_division(e, extra):
 
 @given(st.lists(st.integers(0, 2**62) | st.sampled_from([0, 1, 2**61, (2**63 - 1) // 3, (2**63 - 1) // 3 + 1, 2**62]),
                 min_size=1, max_size=40), st.integers(0, 2**62))
-def test_lis_codes_of_table_equal_the_code_of_each_entry(table, total):
+def test_lis_codes_equal_the_code_of_each_exp(table, total):
     # entries above (2**63 - 1) // 3 take the division fallback; S >= every e of its row, S + (e >> 1) fits int64
     table = np.array(table, dtype=np.int64)
     total = max(total, int(table.max()))
     codes = np.empty(table.shape[0], dtype=np.int64)
-    softmax_module._lis_codes_of_table(np.int64(total), table, codes)
+    softmax_module._lis_codes(np.int64(total), table, codes)
     want = [_lis_code_by_python_ints(total + (int(e) >> 1), int(e)) if e > 0 else ZERO_CODE for e in table]
     assert codes.tolist() == want
 
