@@ -8,7 +8,8 @@ compares two independent implementations of each op over the same Program.
 
 Op kinds (inputs -> outputs; attributes)
     ``Patchify``        pixels (B,3,H,W) -> patches (B, H/p*W/p, 3*p*p), order (channel, row, column); ``patch``
-    ``Linear``          x (...,K), weight (N,K), bias (N,) -> int64 acc; ``x_zero_point``
+    ``Linear``          x (...,K), weight (N,K), bias (N,)[, x_shift (K,)] -> int64 acc; ``x_zero_point``
+                        (with ``x_shift``: the input ``(x - zp) << x_shift`` per channel, PTF codes)
     ``Requantize``      acc, multiplier, shift -> codes; ``zero_point, qmin, qmax, rounding``
     ``Split``           x (...,sum sizes) -> one tensor per size along the last axis; ``sizes``
     ``PrependToken``    x (B,N,C), token (C,) -> (B,N+1,C)
@@ -21,7 +22,8 @@ Op kinds (inputs -> outputs; attributes)
     ``UniformSoftmax``  logits -> probability codes; same attributes plus ``out_bits``
     ``AttentionValues`` probs (B,H,N,N), v (B,N,C) -> int64 acc (B,N,C), heads merged; ``heads, v_zero_point,
                         probs`` (``"lis"``: sum of (v - zp) << (15 - A); ``"uniform"``: sum of p * (v - zp))
-    ``Lut``             x, table -> codes; ``bits, signed``
+    ``Lut``             x, table[, rows (C,)] -> codes; ``bits, signed`` (with ``rows``: a 2-D table, row
+                        ``rows[c]`` for channel ``c``)
     ``SelectToken``     x (B,N,C) -> (B,C); ``index``
 
 Fusion (speed only, same results). Without a trace hook, the default backend runs some op sequences as one
@@ -117,7 +119,8 @@ def _exp_constants(a):
 
 EXECUTORS: dict[str, Callable] = {
     "Patchify": lambda be, a, x: be.patchify(x, a["patch"]),
-    "Linear": lambda be, a, x, w, b: be.ops.integer_linear(x, w, x_zero_point=a["x_zero_point"], bias=b),
+    "Linear": lambda be, a, x, w, b, x_shift=None: be.ops.integer_linear(x, w, x_zero_point=a["x_zero_point"], bias=b,
+                                                                         x_shift=x_shift),
     "Requantize": lambda be, a, acc, m, s: be.ops.requantize(
         acc, m, s, zero_point=a["zero_point"], qmin=a["qmin"], qmax=a["qmax"], rounding=a["rounding"]),
     "Split": lambda be, a, x: tuple(be.split(x, a["sizes"])),
@@ -136,7 +139,7 @@ EXECUTORS: dict[str, Callable] = {
         x, zero_point=a["zero_point"], constants=_exp_constants(a), bits=a["bits"], signed=a["signed"],
         out_bits=a["out_bits"]),
     "AttentionValues": _attention_values,
-    "Lut": lambda be, a, x, table: be.ops.lut_lookup(x, table, bits=a["bits"], signed=a["signed"]),
+    "Lut": lambda be, a, x, table, rows=None: be.ops.lut_lookup(x, table, bits=a["bits"], signed=a["signed"], rows=rows),
     "SelectToken": lambda be, a, x: x[:, a["index"]],
 }
 
@@ -165,10 +168,24 @@ def _fused_linear(ops: list[Op], fetch):
     linear, requants = ops[0], [op for op in ops[1:] if op.kind == "Requantize"]
     lut = None
     if ops[-1].kind == "Lut":
-        lut = dict(table=fetch(ops[-1].inputs[1]), bits=ops[-1].attrs["bits"], signed=ops[-1].attrs["signed"])
-    x, weight, bias = (fetch(name) for name in linear.inputs)
-    return linear_requantize(x, weight, x_zero_point=linear.attrs["x_zero_point"], bias=bias,
+        lookup = ops[-1]
+        lut = dict(table=fetch(lookup.inputs[1]), bits=lookup.attrs["bits"], signed=lookup.attrs["signed"])
+        if len(lookup.inputs) > 2:
+            lut["rows"] = fetch(lookup.inputs[2])
+    x, x_zero_point, weight, bias = _linear_operands(linear, fetch)
+    return linear_requantize(x, weight, x_zero_point=x_zero_point, bias=bias,
                              parts=[_requantize_kwargs(op, fetch) for op in requants], lut=lut)
+
+
+def _linear_operands(linear: Op, fetch):
+    """A Linear op's ``(x, x_zero_point, weight, bias)``, its optional input shifts applied to ``x`` (the
+    fused kernels take plain codes; :func:`intsim.ops.matmul.shifted_linear_input` is the one definition)."""
+    from intsim.ops.matmul import shifted_linear_input
+
+    x, weight, bias = (fetch(name) for name in linear.inputs[:3])
+    x_shift = fetch(linear.inputs[3]) if len(linear.inputs) > 3 else None
+    x, x_zero_point = shifted_linear_input(x, linear.attrs["x_zero_point"], x_shift)
+    return x, x_zero_point, weight, bias
 
 
 def _fused_linear_residual(ops: list[Op], fetch):
@@ -176,11 +193,11 @@ def _fused_linear_residual(ops: list[Op], fetch):
     from intsim.ops.fused import linear_residual_add
 
     linear, add = ops
-    x, weight, bias = (fetch(name) for name in linear.inputs)
+    x, x_zero_point, weight, bias = _linear_operands(linear, fetch)
     residual, _, a_multiplier, b_multiplier, shift = (fetch(name) if index != 1 else None
                                                       for index, name in enumerate(add.inputs))
     keys = ("a_zero_point", "b_zero_point", "out_zero_point", "qmin", "qmax", "rounding")
-    result = linear_residual_add(x, weight, x_zero_point=linear.attrs["x_zero_point"], bias=bias, residual=residual,
+    result = linear_residual_add(x, weight, x_zero_point=x_zero_point, bias=bias, residual=residual,
                                  a_multiplier=a_multiplier, b_multiplier=b_multiplier, shift=shift,
                                  **{key: add.attrs[key] for key in keys})
     return None if result is None else [result]

@@ -128,6 +128,35 @@ def test_model_mismatch_accepts_the_source_model_and_names_another(digits):
     assert message is not None and message.startswith("layer patch_embed: ") and "weight codes differ" in message
 
 
+def test_from_program_rebuilds_the_fast_model_of_the_calibration(digits, heldout_pixels):
+    """The fake-quant model rebuilt from the Program (scales, PTF factors, LIS scales) gives the same codes at
+    every quantization point as the calibrated one it was exported from."""
+    from intsim.models.digits import create_digits_vit
+
+    qvit, program = digits
+    rebuilt = QuantViT.from_program(create_digits_vit(), program)
+    _, want = qvit.run_fast(torch.as_tensor(heldout_pixels))
+    _, got = rebuilt.run_fast(torch.as_tensor(heldout_pixels))
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0, msg=name)
+
+
+def test_digits_program_has_ptf_mlp_activations_and_calibrated_lis_scale(digits):
+    """Default configurations: fc2 reads PTF GELU codes (x_shift), the GELU table has one row per factor pair,
+    and LIS probabilities carry a calibrated scale below 1 (their rows sum to more than 1 at scale 1)."""
+    qvit, program = digits
+    ops = {op.name: op for op in program.ops}
+    for index in range(len(qvit.model.blocks)):
+        p = f"blocks.{index}.mlp"
+        assert ops[f"{p}.fc2"].inputs[3] == f"{p}.fc2.x_shift"
+        np.testing.assert_array_equal(program.constants[f"{p}.fc2.x_shift"], qvit.qparams[f"{p}.gelu"].alpha.numpy())
+        rows, table = program.constants[f"{p}.gelu.rows"], program.constants[f"{p}.gelu.table"]
+        assert table.shape == (int(rows.max()) + 1, 256)
+        if program.metadata["config"]["attn_bits"] == 4:
+            assert 0.5 < program.tensors[f"blocks.{index}.attn.probs"].scale < 1.0
+
+
 def test_digits_program_uses_the_configured_softmax(digits):
     _, program = digits
     kinds = {op.kind for op in program.ops}

@@ -168,19 +168,23 @@ def _matmul_random(rng):
                    a_zero_point=int(rng.integers(a_low, a_high + 1)), b_zero_point=0, bias=bias)
 
 
-def _linear(label, x, x_w, weight, w_w, *, x_zero_point=0, bias=None):
+def _linear(label, x, x_w, weight, w_w, *, x_zero_point=0, bias=None, x_shift=None):
     kwargs = dict(x=np.asarray(x, dtype=_code_dtype(*x_w)), weight=np.asarray(weight, dtype=_code_dtype(*w_w)),
                   x_zero_point=x_zero_point)
     widths = {"x": x_w, "weight": w_w}
     if bias is not None:
         kwargs["bias"] = np.asarray(bias, dtype=np.int64)
         widths["bias"] = (32, True)
+    if x_shift is not None:
+        kwargs["x_shift"] = np.asarray(x_shift, dtype=np.uint8)
+        widths["x_shift"] = (4, False)
     return Case(label, kwargs, widths)
 
 
 def _linear_output(case):
     k = case.kwargs
-    bound = (k["x"].shape[-1] * _span(k["x_zero_point"], *case.widths["x"]) * _span(0, *case.widths["weight"])
+    factors = 2 ** np.asarray(k.get("x_shift", np.zeros(k["x"].shape[-1])), dtype=np.int64)
+    bound = (int(factors.sum()) * _span(k["x_zero_point"], *case.widths["x"]) * _span(0, *case.widths["weight"])
              + (int(np.abs(k["bias"]).max()) if "bias" in k and k["bias"].size else 0))
     return _symmetric(bound)
 
@@ -199,6 +203,9 @@ def _linear_corners():
                 (8, True), x_zero_point=128, bias=_codes(rng, (5,), 16, True)),
         _linear("int4_weights", _codes(rng, (4, 12), 8, False), (8, False), _codes(rng, (6, 12), 4, True),
                 (4, True), x_zero_point=3),
+        # PTF input factors (fc2 over PTF GELU codes): every shift 0..15 once, extreme codes and weights
+        _linear("ptf_input_shifts_0_to_15", x[:, :16], (8, False), weight[:, :16], (8, True), x_zero_point=7,
+                x_shift=np.arange(16)),
     ]
 
 
@@ -396,10 +403,14 @@ def _lis_random(rng):
 
 
 # -------------------------------------------------------------------------------------------- lut_lookup
-def _lut(label, codes, bits, signed, table, table_w):
+def _lut(label, codes, bits, signed, table, table_w, rows=None):
     kwargs = dict(codes=np.asarray(codes, dtype=_code_dtype(bits, signed)),
                   table=np.asarray(table, dtype=_code_dtype(*table_w)), bits=bits, signed=signed)
-    return Case(label, kwargs, {"codes": (bits, signed), "table": table_w})
+    widths = {"codes": (bits, signed), "table": table_w}
+    if rows is not None:
+        kwargs["rows"] = np.asarray(rows, dtype=np.uint8)
+        widths["rows"] = (8, False)
+    return Case(label, kwargs, widths)
 
 
 def _lut_corners():
@@ -410,6 +421,9 @@ def _lut_corners():
         _lut("every_code_int4_table_int8", np.arange(-8, 8), 4, True, _codes(rng, (16,), 8, True), (8, True)),
         _lut("every_code_10bit_table_int16", np.arange(-512, 512), 10, True, _codes(rng, (1024,), 16, True), (16, True)),
         _lut("extreme_codes_1bit", [[0, 1], [1, 0]], 1, False, [-(2**31), 2**31 - 1], (32, True)),
+        # per-channel tables (GELU on PTF codes): three tables, channel c reads row rows[c]
+        _lut("per_channel_rows_every_code", np.tile(np.arange(256)[:, None], (1, 3)), 8, False,
+             np.stack([gelu, gelu[::-1], _codes(rng, (256,), 8, False)]), (8, False), rows=[2, 0, 1]),
     ]
 
 
@@ -496,7 +510,7 @@ def _residual_random(rng):
 SUITES: dict[str, OpCases] = {suite.name: suite for suite in (
     OpCases("requantize", ("acc",), ("multiplier", "shift"), _requantize_corners, _requantize_random, _output_range),
     OpCases("integer_matmul", ("a", "b"), ("bias",), _matmul_corners, _matmul_random, _matmul_output),
-    OpCases("integer_linear", ("x",), ("weight", "bias"), _linear_corners, _linear_random, _linear_output),
+    OpCases("integer_linear", ("x",), ("weight", "bias", "x_shift"), _linear_corners, _linear_random, _linear_output),
     OpCases("isqrt", ("n",), (), _isqrt_corners, _isqrt_random, lambda case: (32, False)),
     OpCases("ptf_layernorm", ("q",), ("alpha", "multiplier", "bias", "shift"), _layernorm_corners,
             _layernorm_random, _output_range),
@@ -506,7 +520,7 @@ SUITES: dict[str, OpCases] = {suite.name: suite for suite in (
     OpCases("uniform_int_softmax", ("q", "mask"), (), _uniform_corners, _uniform_random,
             lambda case: (case.kwargs["out_bits"], False)),
     OpCases("lis_attention_values", ("codes", "v"), (), _lis_corners, _lis_random, _lis_output),
-    OpCases("lut_lookup", ("codes",), ("table",), _lut_corners, _lut_random, lambda case: case.widths["table"]),
+    OpCases("lut_lookup", ("codes",), ("table", "rows"), _lut_corners, _lut_random, lambda case: case.widths["table"]),
     OpCases("i_gelu", ("x",), (), _i_gelu_corners, _i_gelu_random, _i_gelu_output),
     OpCases("residual_add", ("a", "b"), ("a_multiplier", "b_multiplier", "shift"), _residual_corners,
             _residual_random, _output_range),

@@ -33,6 +33,7 @@ import numpy as np
 from intsim.golden.formats import width_of_range
 from intsim.ops import ZERO_CODE, integer_matmul
 from intsim.ops.layernorm import NORM_FRACTION_BITS, RECIPROCAL_BITS, layernorm_steps, normalized_bound
+from intsim.ops.matmul import shifted_linear_input
 from intsim.ops.rounding import rounding_shift_right_reference
 from intsim.ops.softmax import LIS_VALUE_SHIFT, IExpConstants, int_exp_reference, log_round_reference
 from intsim.program import Program, TensorSpec
@@ -123,12 +124,17 @@ def _heads(x: np.ndarray, heads: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- per op kind
 def _linear(report, program, op, inputs, outputs):
-    x, weight, bias = (np.asarray(a) for a in inputs)
+    x, weight, bias = (np.asarray(a) for a in inputs[:3])
     zp = op.attrs["x_zero_point"]
     spec = program.tensors[op.inputs[0]]
-    terms = integer_matmul(np.abs(x.astype(np.int64) - zp), np.abs(weight.astype(np.int64)).T)
-    report.add("partial_sum_bound", terms + np.abs(bias.astype(np.int64)),
-               bound=weight.shape[1] * _span(spec, zp) * _max_abs(weight) + _max_abs(bias))
+    shift = np.asarray(inputs[3]).astype(np.int64) if len(inputs) > 3 else None
+    x, _ = shifted_linear_input(x, zp, shift)  # with shifts: (x - zp) << shift, the MAC's operand
+    terms = integer_matmul(np.abs(x.astype(np.int64) - (zp if shift is None else 0)), np.abs(weight.astype(np.int64)).T)
+    if shift is None:
+        bound = weight.shape[1] * _span(spec, zp) * _max_abs(weight)
+    else:  # each input channel's span times its factor, times the largest |weight| of its column
+        bound = _span(spec, zp) * int((np.abs(weight.astype(np.int64)).max(axis=0, initial=0) << shift).sum())
+    report.add("partial_sum_bound", terms + np.abs(bias.astype(np.int64)), bound=bound + _max_abs(bias))
     return None
 
 

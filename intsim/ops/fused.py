@@ -37,7 +37,7 @@ import numpy as np
 from intsim._jit import kernel
 from intsim.ops._checks import INT64_MAX, INT64_MIN, as_int_array, check_int, int_range, smallest_code_dtype
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
-from intsim.ops.gelu import lookup_table
+from intsim.ops.gelu import lookup_table, table_rows
 from intsim.ops.matmul import (
     FLOAT32_EXACT,
     _LINEAR_NAMES,
@@ -105,12 +105,13 @@ def _finish_requantize(acc, start, bias, multipliers, shifts, zero_points, qmins
 
 @kernel
 def _finish_requantize_lookup(acc, start, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode, table,
-                              table_qmin, out):
-    """``out[start + r, n] = table[code - table_qmin]`` of the requantized code (inside the table's range)."""
+                              table_offsets, out):
+    """``out[start + r, n] = table[table_offsets[n] + code]`` of the requantized code: the flattened table, with
+    ``table_offsets[n] = rows[n] * 2**bits - table_qmin`` (codes inside the table's range)."""
     index = np.empty(acc.shape[1], dtype=np.int64)
     for r in range(acc.shape[0]):
         for n in range(acc.shape[1]):  # vectorises
-            index[n] = _requantized(acc, r, n, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode) - table_qmin
+            index[n] = _requantized(acc, r, n, bias, multipliers, shifts, zero_points, qmins, qmaxs, mode) + table_offsets[n]
         for n in range(acc.shape[1]):  # a gather
             out[start + r, n] = table[index[n]]
 
@@ -127,7 +128,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
     :func:`~intsim.ops.requantize` raise for bad arguments.
 
     ``lut``: ``None``, or (with a single part) the keyword arguments of :func:`~intsim.ops.lut_lookup` but the
-    codes (``table, bits, signed``): the result is then ``[lut_lookup(codes, **lut)]``, the table looked up in the
+    codes (``table, bits, signed`` and optionally ``rows``): the result is then ``[lut_lookup(codes, **lut)]``, the table looked up in the
     epilogue. ``None`` is returned when the requantized range ``[qmin, qmax]`` is not inside the table's declared
     code range (lut_lookup would have to check the codes); bad ``lut`` arguments raise lut_lookup's errors.
     """
@@ -141,7 +142,11 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
     if p.bound > _REQUANT_SAFE or len(dtypes) > 1 or len({r.mode for r in params}) > 1:
         return None
     if lut is not None:
-        table, table_qmin, table_qmax = lookup_table(op="lut_lookup", **lut)
+        rows = lut.get("rows")
+        table, table_qmin, table_qmax = lookup_table(lut["table"], lut["bits"], lut["signed"], rows=rows)
+        entries = table_qmax - table_qmin + 1
+        rows = np.zeros(width, np.int64) if rows is None else table_rows(rows, out_shape, table.shape[0])
+        table_offsets = rows * entries - table_qmin
         if len(params) != 1 or params[0].qmin < table_qmin or params[0].qmax > table_qmax:
             return None
     if plan is None:
@@ -162,9 +167,9 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
         def finish(acc, start, stop):
             _finish_requantize(acc, start, *requant_args, store)
     else:
-        table_bits = table.view(np.dtype(f"u{table.dtype.itemsize}"))  # a gather copies bits
+        table_bits = table.reshape(-1).view(np.dtype(f"u{table.dtype.itemsize}"))  # a gather copies bits
         def finish(acc, start, stop):
-            _finish_requantize_lookup(acc, start, *requant_args, table_bits, np.int64(table_qmin), store)
+            _finish_requantize_lookup(acc, start, *requant_args, table_bits, table_offsets, store)
     row_blocked_product(p.a, p.a_zp, _to_float(p.b, 0, np.float32)[0], plan.chunk, finish)
     out = out.reshape(out_shape)
     bounds = np.cumsum(sizes)[:-1]

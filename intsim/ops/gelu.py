@@ -136,32 +136,57 @@ def build_gelu_lut(
 # lut_lookup: run time gather
 
 
-def lookup_table(table, bits, signed, op="lut_lookup"):
-    """Validate lut_lookup's ``table``, ``bits`` and ``signed``; return the table narrowed to its output dtype
-    (C-contiguous) and the declared code range ``(qmin, qmax)``."""
+def lookup_table(table, bits, signed, op="lut_lookup", *, rows=None):
+    """Validate lut_lookup's ``table``, ``bits``, ``signed`` (and ``rows``: then ``table`` is 2-D, one table per
+    row); return the table narrowed to its output dtype (C-contiguous) and the declared code range
+    ``(qmin, qmax)``."""
     table = as_int_array(table, "table", op)
     qmin, qmax = declared_code_range(bits, signed, op, max_bits=MAX_LUT_BITS)
     entries = qmax - qmin + 1  # 2**bits
-    if table.ndim != 1 or table.shape[0] != entries:
+    if rows is None and (table.ndim != 1 or table.shape[0] != entries):
         raise ValueError(
             f"{op}: table must be 1-D with one entry per {int(bits)}-bit code (length {entries}), got shape {table.shape}"
+        )
+    if rows is not None and (table.ndim != 2 or table.shape[0] < 1 or table.shape[1] != entries):
+        raise ValueError(
+            f"{op}: with rows, table must be 2-D (R, {entries}) with R >= 1 tables of one entry per {int(bits)}-bit "
+            f"code, got shape {table.shape}"
         )
     out_dtype = smallest_code_dtype(int(table.min()), int(table.max()))
     return np.ascontiguousarray(table.astype(out_dtype)), qmin, qmax
 
 
-def _prepare_lookup(codes, table, bits, signed, op="lut_lookup"):
-    """Validate lut_lookup's arguments once; return codes, the table narrowed to its output dtype, and qmin."""
+def table_rows(rows, codes_shape, table_count: int, op="lut_lookup") -> np.ndarray:
+    """Validate ``rows``: integers ``(C,)`` (C = the codes' last axis) in ``[0, table_count)``; return int64."""
+    rows = as_int_array(rows, "rows", op)
+    channels = codes_shape[-1] if len(codes_shape) else None
+    if rows.ndim != 1 or channels is None or rows.shape[0] != channels:
+        raise ValueError(f"{op}: rows must have shape (C,) = ({channels},) (one table row per channel, the last "
+                         f"axis of codes), got shape {rows.shape}")
+    if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= table_count):
+        bad = int(rows.min()) if int(rows.min()) < 0 else int(rows.max())
+        raise ValueError(f"{op}: rows holds {bad}, outside the table's rows [0, {table_count - 1}]")
+    return np.ascontiguousarray(rows, dtype=np.int64)
+
+
+def _prepare_lookup(codes, table, bits, signed, rows=None, op="lut_lookup"):
+    """Validate lut_lookup's arguments once; return codes, the table narrowed to its output dtype, qmin and the
+    int64 rows (``None`` for a 1-D table)."""
     codes = as_int_array(codes, "codes", op)
-    table, qmin, qmax = lookup_table(table, bits, signed, op)
+    table, qmin, qmax = lookup_table(table, bits, signed, op, rows=rows)
+    if rows is not None:
+        rows = table_rows(rows, codes.shape, table.shape[0], op)
     check_code_range(codes, "codes", op, qmin, qmax)
-    return codes, table, qmin
+    return codes, table, qmin, rows
 
 
-def lut_lookup_reference(codes, table, *, bits=8, signed=False):
-    """Reference (the specification): ``table[codes - qmin]`` by numpy fancy indexing."""
-    codes, table, qmin = _prepare_lookup(codes, table, bits, signed)
-    return table[codes.astype(np.intp) - qmin]
+def lut_lookup_reference(codes, table, *, bits=8, signed=False, rows=None):
+    """Reference (the specification): ``table[codes - qmin]``, or ``table[rows[c], codes[..., c] - qmin]`` with
+    ``rows``, by numpy fancy indexing."""
+    codes, table, qmin, rows = _prepare_lookup(codes, table, bits, signed, rows)
+    if rows is None:
+        return table[codes.astype(np.intp) - qmin]
+    return table[rows, codes.astype(np.intp) - qmin]
 
 
 _BLOCK = 1 << 14  # elements per parallel task: each thread runs a plain (vectorisable) loop over a block
@@ -200,7 +225,15 @@ def _raw_index_plan(codes: np.ndarray, table: np.ndarray, qmin: int):
     return (flat.astype(np.int64) - qmin).astype(np.uint16), table
 
 
-def lut_lookup(codes, table, *, bits=8, signed=False):
+@parallel_kernel
+def _lut_rows_kernel(codes, table, rows, qmin, out):
+    """``out[i, c] = table[rows[c], codes[i, c] - qmin]`` (codes ``(M, C)``, validated)."""
+    for i in prange(codes.shape[0]):
+        for c in range(codes.shape[1]):
+            out[i, c] = table[rows[c], np.int64(codes[i, c]) - qmin]
+
+
+def lut_lookup(codes, table, *, bits=8, signed=False, rows=None):
     """Look every code up in a per-code table: ``out = table[codes - qmin]`` (integer gather, no arithmetic).
 
     Integer contract
@@ -208,6 +241,10 @@ def lut_lookup(codes, table, *, bits=8, signed=False):
                    or ``[0, 2**bits-1]``), ``bits`` in ``[1, 16]``; every code is checked against that range.
         ``table``  integer 1-D array of length exactly ``2**bits`` (index = ``code - qmin``), e.g. from
                    :func:`build_gelu_lut`.
+        ``rows``   optional: integers ``(C,)`` in ``[0, R)``, one per channel (the last axis of ``codes``); then
+                   ``table`` is 2-D ``(R, 2**bits)`` and ``out[..., c] = table[rows[c], codes[..., c] - qmin]``
+                   (per-channel tables, e.g. GELU on power-of-two-factor codes: one table per pair of input and
+                   output factors).
         result     same shape as ``codes``, dtype = the narrowest of uint8/int8/uint16/int16/int32/int64 that
                    holds ``[table.min(), table.max()]`` (``smallest_code_dtype`` of the table's value range).
     No rounding and no saturation happen here: both were decided when the table was built.
@@ -219,7 +256,14 @@ def lut_lookup(codes, table, *, bits=8, signed=False):
     >>> lut_lookup(np.array([-2, 0, 1], dtype=np.int8), np.array([10, 20, 30, 40]), bits=2, signed=True)
     array([10, 30, 40], dtype=uint8)
     """
-    codes, table, qmin = _prepare_lookup(codes, table, bits, signed)
+    codes, table, qmin, rows = _prepare_lookup(codes, table, bits, signed, rows)
+    if rows is not None:
+        out = np.empty(codes.shape, dtype=table.dtype)
+        if codes.size:
+            view = _unsigned(table.dtype)  # a gather copies bits
+            flat = np.ascontiguousarray(codes).reshape(-1, codes.shape[-1])
+            _lut_rows_kernel(flat, table.view(view), rows, np.int64(qmin), out.view(view).reshape(flat.shape))
+        return out
     out = np.empty(codes.size, dtype=table.dtype)
     if codes.size:
         raw, full = _raw_index_plan(np.ascontiguousarray(codes), table, qmin)

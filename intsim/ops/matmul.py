@@ -86,7 +86,14 @@ import numpy as np
 from numba import prange
 
 from intsim._jit import kernel, parallel_kernel
-from intsim.ops._checks import INT64_MAX, INT64_MIN, as_int_array, check_int, check_int_bounds_fit
+from intsim.ops._checks import (
+    INT64_MAX,
+    INT64_MIN,
+    as_int_array,
+    check_int,
+    check_int_bounds_fit,
+    smallest_code_dtype,
+)
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
 
 __all__ = [
@@ -97,6 +104,7 @@ __all__ = [
     "integer_linear_reference",
     "integer_matmul",
     "integer_matmul_reference",
+    "shifted_linear_input",
 ]
 
 FLOAT32_EXACT = 2**24  # every integer of magnitude <= 2**24 is a float32
@@ -203,11 +211,41 @@ def _linear_operands(x, weight, op):
 
 
 _LINEAR_NAMES = ("x", "weight", "x_zero_point", "weight zero point")
+MAX_INPUT_SHIFT = 15  # x_shift values lie in [0, 15] (PTF factors 2**0 .. 2**15)
 
 
-def integer_linear_reference(x, weight, *, x_zero_point=0, bias=None):
-    """Reference: int64 ``(x - x_zero_point) @ weight.T + bias`` (symmetric weights, zero point 0)."""
+def shifted_linear_input(x, x_zero_point, x_shift, op: str = "integer_linear"):
+    """``(x, x_zero_point)`` unchanged when ``x_shift`` is ``None``; otherwise the power-of-two-factor input
+    ``((x - x_zero_point) << x_shift[k], 0)``: int64 arithmetic, narrowed to the smallest dtype that holds it.
+
+    ``x_shift``: integers ``(K,)`` in ``[0, 15]``, one per input channel (last axis of ``x``). The shift is exact
+    (a multiplication by ``2**x_shift[k]``); ``OverflowError`` when ``max|x - x_zero_point| * 2**max(x_shift)``
+    leaves int64. This is the one definition of the shifted input, shared by the reference, the kernel, the fused
+    paths and the accumulator report.
+    """
+    if x_shift is None:
+        return x, x_zero_point
+    x = as_int_array(x, "x", op)
+    shift = as_int_array(x_shift, "x_shift", op)
+    if shift.ndim != 1 or x.ndim < 1 or shift.shape[0] != x.shape[-1]:
+        raise ValueError(f"{op}: x_shift must have shape (K,) = ({x.shape[-1] if x.ndim else '?'},) (one shift per "
+                         f"input channel), got shape {shift.shape}")
+    if shift.size and (int(shift.min()) < 0 or int(shift.max()) > MAX_INPUT_SHIFT):
+        bad = int(shift.min()) if int(shift.min()) < 0 else int(shift.max())
+        raise ValueError(f"{op}: x_shift holds {bad}, outside its allowed range [0, {MAX_INPUT_SHIFT}]")
+    zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
+    top = int(shift.max()) if shift.size else 0
+    check_int_bounds_fit(_abs_max_shifted(x, zero_point) << top, "max|x - x_zero_point| * 2**max(x_shift)", op)
+    expanded = (x.astype(np.int64) - zero_point) << shift.astype(np.int64)
+    low, high = (int(expanded.min()), int(expanded.max())) if expanded.size else (0, 0)
+    return expanded.astype(smallest_code_dtype(low, high)), 0
+
+
+def integer_linear_reference(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
+    """Reference: int64 ``((x - x_zero_point) << x_shift) @ weight.T + bias`` (symmetric weights, zero point 0;
+    no ``x_shift``: no shift)."""
     op = "integer_linear_reference"
+    x, x_zero_point = shifted_linear_input(x, x_zero_point, x_shift, op)
     x2, weight, out_shape = _linear_operands(x, weight, op)
     p = _prepare(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)
     acc = (p.a.astype(np.int64) - p.a_zp) @ p.b.astype(np.int64) + p.bias
@@ -591,13 +629,17 @@ def integer_matmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None):
     return _matmul(_prepare(a, b, a_zero_point, b_zero_point, bias))
 
 
-def integer_linear(x, weight, *, x_zero_point=0, bias=None):
-    """Exact int64 ``(x - x_zero_point) @ weight.T + bias``: a quantized ``nn.Linear``.
+def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
+    """Exact int64 ``((x - x_zero_point) << x_shift) @ weight.T + bias``: a quantized ``nn.Linear``.
 
     ``x`` codes ``(..., K)`` with a per-tensor zero point, ``weight`` symmetric per-output-channel codes
     ``(N, K)`` (zero point 0; int8 in intsim's default scheme; the per-channel scales are requantization
     metadata, not used here), ``bias`` int32 ``(N,)`` at scale ``s_x * s_w[n]``. Returns int64 ``(..., N)``,
     equal to ``integer_matmul(x, weight.T)`` on the last axis; same bound, proof and errors.
+
+    ``x_shift`` (optional): integers ``(K,)`` in ``[0, 15]``, a power-of-two factor per input channel (PTF codes,
+    channel ``k`` at scale ``s_x * 2**x_shift[k]``): every term is ``(x[k] - x_zero_point) * 2**x_shift[k] * w[n, k]``
+    (:func:`shifted_linear_input`); the bound is then proved for the shifted operand.
 
     >>> import numpy as np
     >>> integer_linear(np.array([[1, 2, 3]], dtype=np.uint8), np.array([[1, 0, -1], [2, 2, 2]], dtype=np.int8),
@@ -605,5 +647,6 @@ def integer_linear(x, weight, *, x_zero_point=0, bias=None):
     array([[ -2, 106]])
     """
     op = "integer_linear"
+    x, x_zero_point = shifted_linear_input(x, x_zero_point, x_shift, op)
     x2, weight, out_shape = _linear_operands(x, weight, op)
     return _matmul(_prepare(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)).reshape(out_shape)

@@ -28,6 +28,8 @@ class QuantConfig:
     ptf: bool = True  # power-of-two factors for LayerNorm inputs; False: per-tensor
     ptf_alpha_max: int = 7  # PTF factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3; ViT-Ti needs 7)
     ptf_search_zero_point: bool = True  # PTF zero point by least squared error (FQ-ViT: from the layer-wide range)
+    lis_scale: bool = True  # calibrate the LIS value scale so rows sum to 1 on average (FQ-ViT: 1; attn_bits 4)
+    mlp_ptf: bool = True  # power-of-two factors for the fc1 output (GELU index) and the GELU output (fc2 input)
     gelu: str = "lut"  # per-code table built at export
     residual_bits: int | None = None  # residual stream (LayerNorm inputs, PTF) width; None: abits (FQ-ViT)
     gelu_input_bits: int | None = None  # fc1 output = GELU table index width; None: abits (FQ-ViT: float GELU)
@@ -48,6 +50,10 @@ class QuantConfig:
     @property
     def ptf_levels(self) -> int:
         return self.ptf_alpha_max + 1 if self.ptf else 1
+
+    @property
+    def mlp_ptf_levels(self) -> int:
+        return self.ptf_alpha_max + 1 if self.mlp_ptf else 1
 
 
 def _validate(config: QuantConfig) -> QuantConfig:
@@ -83,16 +89,20 @@ def _derived(base: str, name: str, **changes) -> QuantConfig:
 CONFIGS.update(
     (config.name, config)
     for config in (
-        *(_derived("fqvit-w8a8a8", f"w8a8a8-{observer}", observer=observer, ptf=False)
+        *(_derived("fqvit-w8a8a8", f"w8a8a8-{observer}", observer=observer, ptf=False, mlp_ptf=False)
           for observer in ("minmax", "ema", "percentile", "omse")),
         _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf", observer="minmax", ptf=True),
+        # PTF on the LayerNorm inputs only (FQ-ViT's placement): per-tensor fc1 and GELU outputs
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-lnonly", observer="minmax", ptf=True, mlp_ptf=False),
         # wider non-matmul activations (the MAC inputs stay 8-bit): 12-bit residual stream and GELU table index
         _derived("fqvit-w8a8a8", "w8a8a8-r12g12", residual_bits=12, gelu_input_bits=12),
         _derived("fqvit-w8a8a4", "w8a8a4-r12g12", residual_bits=12, gelu_input_bits=12),
         # FQ-ViT's own PTF: factors 2**0..2**3, zero point from the layer-wide range
         _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-fqvit", observer="minmax", ptf=True, ptf_alpha_max=3,
-                 ptf_search_zero_point=False),
+                 ptf_search_zero_point=False, mlp_ptf=False),
         _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis", observer="minmax", ptf=True),
+        # FQ-ViT's LIS values 2**-A (scale 1): rows sum to about 1.1 on ViT-Ti
+        _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis-unscaled", observer="minmax", ptf=True, lis_scale=False),
         *(_derived("fqvit-w8a8a4", f"fqvit-w{wbits}a{abits}a4", wbits=wbits, abits=abits)
           for wbits, abits in ((6, 6), (4, 8), (4, 4))),
     )

@@ -26,13 +26,13 @@ from intsim.ops import (
 from intsim.ops.softmax import LIS_VALUE_SHIFT, fit_i_exp_constants
 from intsim.program import Op, Program, TensorSpec
 from intsim.quant.qparams import PtfQParams, QParams
-from intsim.quant.vit import QuantViT
+from intsim.quant.vit import QuantViT, unit_scale
 
 __all__ = ["ProgramBuilder", "export_program"]
 
 
 def _scale_metadata(scale) -> float | list[float]:
-    if isinstance(scale, torch.Tensor):
+    if isinstance(scale, (torch.Tensor, np.ndarray)):
         return [float(v) for v in scale.reshape(-1)]
     return float(scale)
 
@@ -103,28 +103,42 @@ class _Exporter:
     def qp(self, name: str):
         return self.q.qparams[name]
 
-    def requantize(self, acc: str, acc_scale, out: str, out_qp: QParams, name: str) -> None:
-        multiplier, shift = _multipliers(np.asarray(acc_scale, dtype=np.float64) / out_qp.scale)
+    def requantize(self, acc: str, acc_scale, out: str, out_qp, name: str) -> None:
+        """``acc`` (real scale per channel ``acc_scale``) to the codes of ``out_qp`` (QParams, or PTF per channel)."""
+        multiplier, shift = _multipliers(np.asarray(acc_scale, dtype=np.float64) / _scale_array(out_qp))
         self.b.constant(f"{name}.multiplier", multiplier, signed=True)
         self.b.constant(f"{name}.shift", shift, signed=False)
         self.b.codes(out, out_qp)
         self.b.op("Requantize", name, [acc, f"{name}.multiplier", f"{name}.shift"], [out],
                   zero_point=out_qp.zero_point, qmin=out_qp.qmin, qmax=out_qp.qmax, rounding=self.rounding)
 
-    def linear(self, layer: str, x: str, x_scale: float, x_zero_point: int, x_abs_max: int) -> tuple[str, np.ndarray]:
-        """Linear op; returns the accumulator name and its per-channel real scales ``s_x * s_w``."""
+    def linear(self, layer: str, x: str, x_scale: float, x_zero_point: int, x_abs_max: int,
+               x_shift: np.ndarray | None = None) -> tuple[str, np.ndarray]:
+        """Linear op; returns the accumulator name and its per-channel real scales ``s_x * s_w``.
+
+        ``x_shift``: the input's PTF factors (``x`` codes of channel ``k`` at scale ``x_scale * 2**x_shift[k]``),
+        passed to the op as its fourth input; the declared accumulator bound then sums each input channel's
+        ``x_abs_max * 2**x_shift[k] * max_n |w[n, k]|``."""
         weights = self.q.weights[layer]
         codes = weights.codes.numpy().astype(np.int8 if self.config.wbits <= 8 else np.int16)
         bias = weights.int_bias(x_scale, layer).numpy().astype(np.int32)
         self.b.constant(f"{layer}.weight", codes, bits=self.config.wbits, signed=True, scale=weights.scales)
         self.b.constant(f"{layer}.bias", bias, bits=32, signed=True, scale=x_scale * weights.scales)
-        bound = codes.shape[1] * x_abs_max * int(np.abs(codes.astype(np.int64)).max(initial=0)) + int(np.abs(bias.astype(np.int64)).max(initial=0))
+        abs_codes = np.abs(codes.astype(np.int64))
+        inputs = [x, f"{layer}.weight", f"{layer}.bias"]
+        if x_shift is None:
+            bound = codes.shape[1] * x_abs_max * int(abs_codes.max(initial=0))
+        else:
+            self.b.constant(f"{layer}.x_shift", x_shift.astype(np.uint8), signed=False)
+            inputs.append(f"{layer}.x_shift")
+            bound = x_abs_max * int((abs_codes << x_shift.astype(np.int64)).sum(axis=1).max(initial=0))
+        bound += int(np.abs(bias.astype(np.int64)).max(initial=0))
         acc = self.b.tensor(f"{layer}.acc", _signed_bits(bound), True, scale=x_scale * weights.scales)
-        self.b.op("Linear", layer, [x, f"{layer}.weight", f"{layer}.bias"], [acc], x_zero_point=int(x_zero_point))
+        self.b.op("Linear", layer, inputs, [acc], x_zero_point=int(x_zero_point))
         return acc, (x_scale * weights.scales).numpy()
 
-    def residual(self, name: str, a: str, a_qp, b: str, b_qp, out: str) -> None:
-        out_qp = self.qp(out)
+    def residual(self, name: str, a: str, a_qp, b: str, b_qp, out: str, out_qp=None) -> None:
+        out_qp = self.qp(out) if out_qp is None else out_qp
         ma, mb, shift = residual_add_constants(_scale_array(a_qp), _scale_array(b_qp), _scale_array(out_qp))
         self.b.constant(f"{name}.a_multiplier", ma.astype(np.int32), signed=True)
         self.b.constant(f"{name}.b_multiplier", mb.astype(np.int32), signed=True)
@@ -164,9 +178,13 @@ class _Exporter:
         exp_attrs = dict(zero_point=0, bits=scores_bits, signed=True, x0=c.x0, b_int=c.b_int, c_int=c.c_int, n=c.n)
         v_span = max(v_qp.zero_point, v_qp.qmax - v_qp.zero_point)
         if self.config.softmax == "lis":
-            self.b.tensor(f"{p}.attn.probs", 5, False, scale=None)
+            # code A < 16 means scale * 2**-A (LisQParams; scale 1 without lis_scale); the value accumulator holds
+            # sum (v - zp) << (15 - A), so its unit is scale * 2**-15 * s_v, folded into the context multiplier
+            lis = self.q.qparams.get(f"{p}.attn.probs")
+            lis_scale = 1.0 if lis is None else lis.scale
+            self.b.tensor(f"{p}.attn.probs", 5, False, scale=lis_scale if lis is not None else None)
             self.b.op("LogIntSoftmax", f"{p}.attn.probs", [scores], [f"{p}.attn.probs"], **exp_attrs)
-            probs_scale, probs_kind, bound = 2.0**-LIS_VALUE_SHIFT, "lis", tokens * v_span << LIS_VALUE_SHIFT
+            probs_scale, probs_kind, bound = lis_scale * 2.0**-LIS_VALUE_SHIFT, "lis", tokens * v_span << LIS_VALUE_SHIFT
         else:
             levels = 2**self.config.attn_bits - 1
             self.b.tensor(f"{p}.attn.probs", self.config.attn_bits, False, scale=1.0 / levels)
@@ -179,10 +197,36 @@ class _Exporter:
         self.requantize(values, probs_scale * v_qp.scale, f"{p}.attn.context", self.qp(f"{p}.attn.context"), f"{p}.attn.context")
 
     def linear_acc(self, layer: str, x: str) -> "_Accumulator":
-        """A linear layer whose int32 accumulator feeds a residual add directly (per-channel scales, zp 0)."""
+        """A linear layer whose int32 accumulator feeds a residual add directly (per-channel scales, zp 0); PTF
+        input codes are shifted by their factors in the MAC (the accumulator's unit is the base scale)."""
         x_qp = self.qp(x)
-        acc, scales = self.linear(layer, x, x_qp.scale, x_qp.zero_point, _span(x_qp))
+        x_shift = x_qp.alpha.numpy() if isinstance(x_qp, PtfQParams) else None
+        acc, scales = self.linear(layer, x, unit_scale(x_qp), x_qp.zero_point, _span(x_qp), x_shift)
         return _Accumulator(acc, scales)
+
+    def gelu(self, p: str) -> None:
+        """GELU as a table per fc1 code. PTF codes (``mlp_ptf``) get one table per pair of input and output
+        factors in use, and the Lut op a per-channel row index (channel ``c`` reads row ``rows[c]``)."""
+        fc1_qp, gelu_qp = self.qp(f"{p}.mlp.fc1"), self.qp(f"{p}.mlp.gelu")
+        channels = fc1_qp.alpha.numel() if isinstance(fc1_qp, PtfQParams) else None
+
+        def table(in_scale: float, out_scale: float) -> np.ndarray:
+            return build_gelu_lut(in_scale=in_scale, in_zero_point=fc1_qp.zero_point, in_bits=fc1_qp.bits,
+                                  out_scale=out_scale, out_zero_point=gelu_qp.zero_point, out_bits=gelu_qp.bits)
+
+        inputs = [f"{p}.mlp.fc1", f"{p}.mlp.gelu.table"]
+        if channels is None:
+            self.b.constant(f"{p}.mlp.gelu.table", table(fc1_qp.scale, gelu_qp.scale), bits=gelu_qp.bits, signed=False)
+        else:
+            pairs = torch.stack([fc1_qp.alpha, gelu_qp.alpha], dim=1)
+            used, rows = torch.unique(pairs, dim=0, return_inverse=True)  # sorted pairs: deterministic rows
+            tables = [table(fc1_qp.base_scale * 2.0 ** int(a), gelu_qp.base_scale * 2.0 ** int(b)) for a, b in used.tolist()]
+            self.b.constant(f"{p}.mlp.gelu.table", np.stack(tables), bits=gelu_qp.bits, signed=False)
+            self.b.constant(f"{p}.mlp.gelu.rows", rows.numpy().astype(np.uint8 if len(tables) <= 256 else np.int64),
+                            signed=False)
+            inputs.append(f"{p}.mlp.gelu.rows")
+        self.b.codes(f"{p}.mlp.gelu", gelu_qp)
+        self.b.op("Lut", f"{p}.mlp.gelu", inputs, [f"{p}.mlp.gelu"], bits=fc1_qp.bits, signed=False)
 
     def linear_requant(self, layer: str, x: str, out: str) -> None:
         x_qp = self.qp(x)
@@ -205,12 +249,7 @@ class _Exporter:
         self.residual(f"{p}.residual1", f"{p}.norm1.input", self.qp(f"{p}.norm1.input"), proj.name, proj, f"{p}.norm2.input")
         self.layernorm(f"{p}.norm2", f"{p}.norm2.input", block.norm2, f"{p}.norm2")
         self.linear_requant(f"{p}.mlp.fc1", f"{p}.norm2", f"{p}.mlp.fc1")
-        fc1_qp, gelu_qp = self.qp(f"{p}.mlp.fc1"), self.qp(f"{p}.mlp.gelu")
-        table = build_gelu_lut(in_scale=fc1_qp.scale, in_zero_point=fc1_qp.zero_point, in_bits=fc1_qp.bits,
-                               out_scale=gelu_qp.scale, out_zero_point=gelu_qp.zero_point, out_bits=gelu_qp.bits)
-        self.b.constant(f"{p}.mlp.gelu.table", table, bits=gelu_qp.bits, signed=False)
-        self.b.codes(f"{p}.mlp.gelu", gelu_qp)
-        self.b.op("Lut", f"{p}.mlp.gelu", [f"{p}.mlp.fc1", f"{p}.mlp.gelu.table"], [f"{p}.mlp.gelu"], bits=fc1_qp.bits, signed=False)
+        self.gelu(p)
         fc2 = self.linear_acc(f"{p}.mlp.fc2", f"{p}.mlp.gelu")
         self.residual(f"{p}.residual2", f"{p}.norm2.input", self.qp(f"{p}.norm2.input"), fc2.name, fc2, next_input)
 
@@ -225,17 +264,21 @@ class _Exporter:
         b.tensor("patch_embed.patches", 8, False, scale=1.0, shape=[tokens - 1, 3 * patch * patch])
         b.op("Patchify", "patch_embed.patchify", ["pixels"], ["patch_embed.patches"], patch=patch)
         acc, scales = self.linear("patch_embed", "patch_embed.patches", 1.0, 0, 255)
-        embed_qp = self.qp("embed")
-        self.requantize(acc, scales, "embed.patches", embed_qp, "patch_embed.requant")
-        b.constant("embed.cls_token", embed_qp.quantize(model.cls_token.detach().double().reshape(-1)).to(torch.int64).numpy(),
-                   bits=embed_qp.bits, signed=False, scale=embed_qp.scale, zero_point=embed_qp.zero_point)
-        b.codes("embed", embed_qp)
-        b.op("PrependToken", "embed.cls", ["embed.patches", "embed.cls_token"], ["embed"])
-        pos_qp = self.qp("pos_embed")
-        b.constant("pos_embed", pos_qp.quantize(model.pos_embed.detach().double()).to(torch.int64).numpy(),
-                   bits=pos_qp.bits, signed=False, scale=pos_qp.scale, zero_point=pos_qp.zero_point)
+        # the patch accumulator plus the position embedding of the patch tokens, rounded once to the residual
+        # stream's codes; the class token row cls + pos_embed[0] is a constant quantized by the same quantizer
         depth = len(model.blocks)
-        self.residual("embed.add_pos", "embed", embed_qp, "pos_embed", pos_qp, q.ln_input_name(0, depth))
+        stream = q.ln_input_name(0, depth)
+        stream_qp = self.qp(stream)
+        pos_qp = self.qp("pos_embed")
+        pos = model.pos_embed.detach().double()
+        b.constant("pos_embed", pos_qp.quantize(pos[:, 1:]).to(torch.int64).numpy(),
+                   bits=pos_qp.bits, signed=False, scale=pos_qp.scale, zero_point=pos_qp.zero_point)
+        self.residual("embed.add_pos", acc, _Accumulator(acc, scales), "pos_embed", pos_qp, "embed.patches", stream_qp)
+        cls = (model.cls_token.detach().double() + pos[:, :1]).reshape(-1)
+        b.constant("embed.cls_token", stream_qp.quantize(cls).to(torch.int64).numpy(), bits=stream_qp.bits, signed=False,
+                   scale=_scale_array(stream_qp), zero_point=stream_qp.zero_point)
+        b.codes(stream, stream_qp)
+        b.op("PrependToken", "embed.cls", ["embed.patches", "embed.cls_token"], [stream])
         for index, block in enumerate(model.blocks):
             self.block(index, block, tokens, channels, q.ln_input_name(index + 1, depth))
         self.layernorm("norm", "norm.input", model.norm, "norm")

@@ -33,6 +33,7 @@ import torch
 
 from intsim.ops._checks import check_choice
 from intsim.quant.qparams import (
+    LisQParams,
     PtfQParams,
     QParams,
     _check_finite_float,
@@ -44,6 +45,7 @@ from intsim.quant.qparams import (
 
 __all__ = [
     "EmaObserver",
+    "LisScaleObserver",
     "batch_quantiles",
     "MinMaxObserver",
     "OBSERVERS",
@@ -375,6 +377,31 @@ class PerChannelMinMaxObserver(Observer):
         self._require_data()
         return ptf_qparams(self._last, self._lo_c, self._hi_c, bits=self.bits, levels=levels,
                            search_zero_point=search_zero_point)
+
+
+class LisScaleObserver:
+    """Mean row sum of the Log-Int-Softmax values ``2**-A`` of float attention probabilities (last axis = keys).
+
+    :meth:`qparams` gives :class:`~intsim.quant.qparams.LisQParams` with ``scale = rows / sum of row sums``
+    (float64 running sums over every row of every batch), so that the dequantized rows sum to 1 on average.
+    """
+
+    name = "lis_scale"
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.total = 0.0
+
+    def update(self, probs: torch.Tensor) -> None:
+        probs = _check_float_tensor(probs, "probs", f"{type(self).__name__}.update")
+        values = LisQParams().dequantize(LisQParams.quantize(probs.to(torch.float64)))
+        self.rows += values.numel() // max(values.shape[-1], 1)
+        self.total += float(values.sum())
+
+    def qparams(self) -> LisQParams:
+        if self.rows == 0 or self.total <= 0.0:
+            raise RuntimeError(f"{type(self).__name__}: no attention row observed yet (call update() first)")
+        return LisQParams(self.rows / self.total)
 
 
 OBSERVERS: dict[str, type[Observer]] = {

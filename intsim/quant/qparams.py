@@ -39,6 +39,7 @@ __all__ = [
     "MAX_BITS",
     "MIN_BITS",
     "MIN_SCALE",
+    "LisQParams",
     "PtfQParams",
     "QParams",
     "SymmetricWeights",
@@ -320,6 +321,38 @@ class PtfQParams:
         return self.dequantize(self.quantize(x))
 
 
+@dataclass(frozen=True)
+class LisQParams:
+    """FQ-ViT's 4-bit Log-Int-Softmax quantizer of attention probabilities, with a calibrated scale.
+
+    Codes ``A = clamp(floor(log2(4 / (3 p))), 0, 16)`` (16 for ``p == 0``: code 16 means probability 0), the
+    fake-quant view of what the integer ``log_int_softmax`` computes. Real value of code ``A < 16``:
+    ``scale * 2**-A``. FQ-ViT's scale is 1; rounding to powers of two makes a row's values sum to more than 1
+    (about 1.08 to 1.11 on ViT-Ti's heads), so intsim calibrates ``scale = 1 / mean row sum`` per layer
+    (:class:`~intsim.quant.observers.LisScaleObserver`). The integer Program folds ``scale`` into the context
+    requantization multiplier: the softmax op itself is unchanged.
+    """
+
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        scale = _check_finite_float(self.scale, "scale", "LisQParams")
+        if scale <= 0.0:
+            raise ValueError(f"LisQParams: scale must be > 0, got {scale!r}")
+        object.__setattr__(self, "scale", scale)
+
+    @staticmethod
+    def quantize(probs: torch.Tensor) -> torch.Tensor:
+        """LIS codes of probabilities in ``[0, 1]`` (same dtype, integer-valued)."""
+        ratio = 4.0 / (3.0 * probs.clamp_min(2.0**-40))
+        codes = torch.floor(torch.log2(ratio)).clamp(0, 16)
+        return torch.where(probs > 0, codes, torch.full_like(codes, 16))
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """``scale * 2**-A`` for ``A < 16``, 0 for code 16."""
+        return torch.where(codes < 16, torch.pow(2.0, -codes) * self.scale, torch.zeros_like(codes))
+
+
 _PTF_CHUNK_ELEMENTS = 1 << 22  # rows per chunk of the alpha search: bounds the float64 temporaries to ~32 MiB each
 
 
@@ -389,6 +422,8 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
         def searched_error(zp: int) -> float:
             return float(_ptf_errors(rows[::7], _ptf_base_scale(lo, hi, zp, qmax, levels), zp, qmax, levels).amin(0).sum())
 
+        # a zero point at an end of the code range cannot hold a two-sided range (infinite base scale)
+        candidates = {zp for zp in candidates if math.isfinite(_ptf_base_scale(lo, hi, zp, qmax, levels))}
         zero_point = min(sorted(candidates), key=searched_error)
         base_scale = _ptf_base_scale(lo, hi, zero_point, qmax, levels)
     sq_err = _ptf_errors(rows, base_scale, zero_point, qmax, levels)

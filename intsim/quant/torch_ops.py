@@ -61,6 +61,7 @@ from intsim.ops.layernorm import (
     RECIPROCAL_BITS,
     normalized_bound,
 )
+from intsim.ops.matmul import MAX_INPUT_SHIFT
 from intsim.ops.requant import MAX_SHIFT, MULTIPLIER_BITS
 from intsim.ops.rounding import rounding_code
 from intsim.ops.softmax import LIS_VALUE_SHIFT, ZERO_CODE, IExpConstants
@@ -344,14 +345,26 @@ def integer_matmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None):
     return _matmul(a, b, a_zero_point, b_zero_point, bias, "integer_matmul")
 
 
-def integer_linear(x, weight, *, x_zero_point=0, bias=None):
-    """Torch twin of :func:`intsim.ops.matmul.integer_linear`: exact int64 ``(x - x_zp) @ weight.T + bias``.
+def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
+    """Torch twin of :func:`intsim.ops.matmul.integer_linear`: exact int64
+    ``((x - x_zp) << x_shift) @ weight.T + bias``.
 
-    ``x (..., K)`` codes, ``weight (N, K)`` symmetric codes (zero point 0, ``nn.Linear`` layout), ``bias (N,)``.
+    ``x (..., K)`` codes, ``weight (N, K)`` symmetric codes (zero point 0, ``nn.Linear`` layout), ``bias (N,)``,
+    ``x_shift`` ``None`` or integers ``(K,)`` in ``[0, 15]`` (per input channel; the shifted input must fit int64).
     """
     op = "integer_linear"
     x = as_int64_tensor(x, "x", op)
     weight = as_int64_tensor(weight, "weight", op, x.device)
+    if x_shift is not None:
+        shift = as_int64_tensor(x_shift, "x_shift", op, x.device)
+        if shift.dim() != 1 or x.dim() < 1 or shift.shape[0] != x.shape[-1]:
+            raise ValueError(f"{op}: x_shift must have shape (K,) = ({x.shape[-1] if x.dim() else '?'},) (one shift "
+                             f"per input channel), got shape {tuple(shift.shape)}")
+        _check_codes(shift, "x_shift", op, 0, MAX_INPUT_SHIFT)
+        zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
+        top = int(shift.max()) if shift.numel() else 0
+        check_int_bounds_fit(_abs_max(x, zero_point) << top, "max|x - x_zero_point| * 2**max(x_shift)", op)
+        x, x_zero_point = (x - zero_point) << shift, 0
     if x.dim() < 1 or weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"{op}: x must have shape (..., K) and weight shape (N, K), "
@@ -636,22 +649,35 @@ def lis_attention_values(codes, v, *, v_zero_point) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------- gelu
 
 
-def lut_lookup(codes, table, *, bits=8, signed=False):
-    """Torch twin of :func:`intsim.ops.gelu.lut_lookup`: ``table[codes - qmin]`` (a gather), int64 values.
+def lut_lookup(codes, table, *, bits=8, signed=False, rows=None):
+    """Torch twin of :func:`intsim.ops.gelu.lut_lookup`: ``table[codes - qmin]`` (a gather), int64 values; with
+    ``rows`` (``(C,)``, one per channel of the last axis) ``table[rows[c], codes[..., c] - qmin]``.
 
-    ``table`` 1-D of length ``2**bits`` (``bits`` in ``[1, 16]``); codes are checked against the declared range.
+    ``table`` 1-D of length ``2**bits`` (``bits`` in ``[1, 16]``), or 2-D ``(R, 2**bits)`` with ``rows`` in
+    ``[0, R)``; codes are checked against the declared range.
     """
     op = "lut_lookup"
     codes = as_int64_tensor(codes, "codes", op)
     table = as_int64_tensor(table, "table", op, codes.device)
     bits = check_int(bits, "bits", op, lo=1, hi=MAX_LUT_BITS)
     qmin, qmax = int_range(bits, _check_bool(signed, "signed", op))
-    if table.dim() != 1 or table.shape[0] != 2**bits:
+    if rows is None and (table.dim() != 1 or table.shape[0] != 2**bits):
         raise ValueError(
             f"{op}: table must be 1-D with one entry per {bits}-bit code (length {2**bits}), got shape {tuple(table.shape)}"
         )
+    if rows is not None and (table.dim() != 2 or table.shape[0] < 1 or table.shape[1] != 2**bits):
+        raise ValueError(f"{op}: with rows, table must be 2-D (R, {2**bits}) with R >= 1 tables of one entry per "
+                         f"{bits}-bit code, got shape {tuple(table.shape)}")
     _check_codes(codes, "codes", op, qmin, qmax)
-    return table[codes - qmin]
+    if rows is None:
+        return table[codes - qmin]
+    rows = as_int64_tensor(rows, "rows", op, codes.device)
+    channels = codes.shape[-1] if codes.dim() else None
+    if rows.dim() != 1 or channels is None or rows.shape[0] != channels:
+        raise ValueError(f"{op}: rows must have shape (C,) = ({channels},) (one table row per channel, the last "
+                         f"axis of codes), got shape {tuple(rows.shape)}")
+    _check_codes(rows, "rows", op, 0, table.shape[0] - 1)
+    return table[rows, codes - qmin]
 
 
 def i_gelu(x, constants):

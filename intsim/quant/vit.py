@@ -14,14 +14,16 @@ Program with the torch twins of every integer op (:func:`intsim.quant.exact.run_
 
 Quantization points (= Program tensor names; ``i`` = block index)::
 
-    embed                          patch tokens with the class token, uint8 asymmetric (shared qparams)
     pos_embed                      the position embedding (a constant)
+    blocks.0.norm1.input           the patch-embedding accumulator plus the position embedding (PTF per channel),
+                                   after the class token (cls + pos_embed[0], quantized once as a constant row)
     blocks.{i}.norm1.input         residual stream into LayerNorm 1 (PTF per channel)
     blocks.{i}.norm1, .attn.q, .attn.k, .attn.v, .attn.probs, .attn.context
     (the softmax reads the q k^T accumulator at scale s_q s_k / sqrt(d): no quantizer on the logits)
     blocks.{i}.norm2.input         residual stream into LayerNorm 2 (PTF): residual + proj accumulator
     blocks.{i}.norm2, .mlp.fc1, .mlp.gelu
-    (the proj and fc2 int32 accumulators go straight into the residual adds, rescaled per channel)
+    (fc1 and gelu are PTF per channel with ``mlp_ptf``: a few hidden units carry values ~100x the others)
+    (the patch-embedding, proj and fc2 int32 accumulators go straight into the residual adds, rescaled per channel)
     norm.input, norm               final LayerNorm (input PTF)
 """
 
@@ -33,10 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from intsim.quant.configs import QuantConfig
-from intsim.quant.observers import PerChannelMinMaxObserver, make_observer
-from intsim.quant.qparams import PtfQParams, QParams, symmetric_weight_qparams
+from intsim.quant.observers import LisScaleObserver, PerChannelMinMaxObserver, make_observer
+from intsim.quant.qparams import LisQParams, PtfQParams, QParams, symmetric_weight_qparams
 
-__all__ = ["QuantViT", "QuantizedLinear", "unsupported_reason"]
+__all__ = ["QuantViT", "QuantizedLinear", "unit_scale", "unsupported_reason"]
 
 MODES = ("float", "calibrate", "fast")
 
@@ -68,6 +70,12 @@ def unsupported_reason(model) -> str | None:
         if not isinstance(getattr(block.mlp, "norm", torch.nn.Identity()), torch.nn.Identity):
             return f"block {index} has a norm inside its MLP"
     return None
+
+
+def unit_scale(qparams) -> float:
+    """The real value of one code step at factor 1: ``scale``, or a PTF quantizer's ``base_scale`` (the unit of a
+    linear layer's accumulator over PTF codes shifted by their factors)."""
+    return qparams.base_scale if isinstance(qparams, PtfQParams) else qparams.scale
 
 
 @dataclass
@@ -160,14 +168,25 @@ class QuantViT(torch.nn.Module):
         meta = program.metadata
         qvit = cls(model, QuantConfig(**meta["config"]), mean=meta["preprocess"]["mean"], std=meta["preprocess"]["std"])
         qparams = {}
+        # a Linear over PTF codes names their factors (x_shift): that fixes the base scale, its bias's unit
+        factors = {op.inputs[0]: program.constants[op.inputs[3]] for op in program.ops
+                   if op.kind == "Linear" and len(op.inputs) > 3}
         for name, spec in program.tensors.items():
+            if name.endswith(".probs") and qvit.config.softmax == "lis" and spec.scale is not None:
+                qparams[name] = LisQParams(spec.scale)
+                continue
             if spec.kind != "activation" or spec.scale is None or name.endswith((".acc", ".scores", ".values", ".probs", "patches")):
                 continue
             if isinstance(spec.scale, list):  # PTF: per-channel base * 2**alpha
                 scales = torch.tensor(spec.scale, dtype=torch.float64)
-                base = float(scales.min())
-                alpha = torch.round(torch.log2(scales / base)).to(torch.int64)
-                qparams[name] = PtfQParams(base, spec.zero_point, alpha, bits=spec.bits, levels=qvit.config.ptf_levels)
+                if name in factors:
+                    alpha = torch.as_tensor(factors[name].astype("int64"))
+                    base = float(scales[0]) / 2.0 ** int(alpha[0])
+                else:
+                    base = float(scales.min())
+                    alpha = torch.round(torch.log2(scales / base)).to(torch.int64)
+                levels = qvit.config.ptf_levels if name.endswith(".input") else qvit.config.mlp_ptf_levels
+                qparams[name] = PtfQParams(base, spec.zero_point, alpha, bits=spec.bits, levels=levels)
             else:
                 qparams[name] = QParams(spec.scale, spec.zero_point, spec.bits, spec.signed)
         pos = program.tensors["pos_embed"]
@@ -192,21 +211,27 @@ class QuantViT(torch.nn.Module):
         self._finish_calibration()
         self.mode = "fast"
 
+    def _point_bits(self, name: str) -> int:
+        if name.endswith(".input"):
+            return self.config.residual_width
+        return self.config.gelu_input_width if name.endswith(".mlp.fc1") else self.config.abits
+
     def _observer(self, name: str, kind: str):
         if name not in self.observers:
             if kind == "ptf":
-                self.observers[name] = PerChannelMinMaxObserver(self.config.residual_width)
-            elif name.endswith(".mlp.fc1"):
-                self.observers[name] = make_observer(self.config.observer, self.config.gelu_input_width)
+                self.observers[name] = PerChannelMinMaxObserver(self._point_bits(name))
             else:
-                self.observers[name] = make_observer(self.config.observer, self.config.abits)
+                self.observers[name] = make_observer(self.config.observer, self._point_bits(name))
         return self.observers[name]
 
     def _finish_calibration(self) -> None:
         qparams = {}
         for name, observer in self.observers.items():
-            if isinstance(observer, PerChannelMinMaxObserver):
-                qparams[name] = observer.ptf_qparams(levels=self.config.ptf_levels, search_zero_point=self.config.ptf_search_zero_point)
+            if isinstance(observer, LisScaleObserver):
+                qparams[name] = observer.qparams()
+            elif isinstance(observer, PerChannelMinMaxObserver):
+                levels = self.config.ptf_levels if name.endswith(".input") else self.config.mlp_ptf_levels
+                qparams[name] = observer.ptf_qparams(levels=levels, search_zero_point=self.config.ptf_search_zero_point)
             else:
                 qparams[name] = observer.qparams()
         self.qparams = qparams
@@ -228,14 +253,17 @@ class QuantViT(torch.nn.Module):
         return qp.dequantize(codes).to(x.dtype)
 
     def _probs(self, name: str, probs: torch.Tensor) -> torch.Tensor:
-        """Attention probabilities: LIS codes ``A = floor(log2(4 / (3 p)))`` (0..15, 16 = zero) or uniform codes."""
+        """Attention probabilities: LIS codes ``A = floor(log2(4 / (3 p)))`` (0..15, 16 = zero; values
+        ``scale * 2**-A``, :class:`~intsim.quant.qparams.LisQParams`) or uniform codes."""
+        lis = self.config.softmax == "lis"
+        if self.mode == "calibrate" and lis and self.config.lis_scale:
+            self.observers.setdefault(name, LisScaleObserver()).update(probs.detach())
         if self.mode != "fast":
             return probs
-        if self.config.softmax == "lis":
-            ratio = 4.0 / (3.0 * probs.clamp_min(2.0**-40))
-            codes = torch.floor(torch.log2(ratio)).clamp(0, 16)
-            codes = torch.where(probs > 0, codes, torch.full_like(codes, 16))
-            values = torch.where(codes < 16, torch.pow(2.0, -codes), torch.zeros_like(codes))
+        if lis:
+            quantizer = self.qparams.get(name, LisQParams())
+            codes = quantizer.quantize(probs)
+            values = quantizer.dequantize(codes)
         else:
             levels = 2**self.config.attn_bits - 1
             codes = torch.round(probs * levels).clamp(0, levels)
@@ -250,7 +278,7 @@ class QuantViT(torch.nn.Module):
             weight, bias = self._float_linear(name)
             return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
         q = self.weights[name]
-        input_scale = 1.0 if input_point is None else self.qparams[input_point].scale
+        input_scale = 1.0 if input_point is None else unit_scale(self.qparams[input_point])
         weight = (q.codes.to(torch.float64) * q.scales[:, None]).to(x.dtype)
         bias = (q.int_bias(input_scale, name).to(torch.float64) * input_scale * q.scales).to(x.dtype)
         return F.linear(x, weight, bias)
@@ -270,12 +298,12 @@ class QuantViT(torch.nn.Module):
         dtype = torch.float32
         batch = pixels.shape[0]
         patches = self._patchify(pixels.to(dtype))
-        x = self._linear("patch_embed", patches, None)
-        cls = model.cls_token.to(dtype).expand(batch, -1, -1)
-        x = self._point("embed", torch.cat([cls, x], dim=1))
-        pos = self._point("pos_embed", model.pos_embed.to(dtype))
+        # the patch-embedding accumulator goes straight into the add of the (quantized) position embedding; the
+        # class token row cls + pos_embed[0] is a constant, quantized once by the residual stream's quantizer
+        x = self._linear("patch_embed", patches, None) + self._point("pos_embed", model.pos_embed[:, 1:].to(dtype))
+        cls = (model.cls_token + model.pos_embed[:, :1]).to(dtype).expand(batch, -1, -1)
         depth = len(model.blocks)
-        x = self._point(self.ln_input_name(0, depth), x + pos, "ptf")
+        x = self._point(self.ln_input_name(0, depth), torch.cat([cls, x], dim=1), "ptf")
         for index, block in enumerate(model.blocks):
             x = self._block(index, block, x, self.ln_input_name(index + 1, depth))
         x = self._point("norm", self._layer_norm(model.norm, x))
@@ -312,8 +340,9 @@ class QuantViT(torch.nn.Module):
         proj = self._linear(f"{p}.attn.proj", context, f"{p}.attn.context")
         x = self._point(f"{p}.norm2.input", x + proj, "ptf")
         h = self._point(f"{p}.norm2", self._layer_norm(block.norm2, x))
-        fc1 = self._point(f"{p}.mlp.fc1", self._linear(f"{p}.mlp.fc1", h, f"{p}.norm2"))
-        gelu = self._point(f"{p}.mlp.gelu", F.gelu(fc1))
+        hidden = "ptf" if self.config.mlp_ptf else "uniform"
+        fc1 = self._point(f"{p}.mlp.fc1", self._linear(f"{p}.mlp.fc1", h, f"{p}.norm2"), hidden)
+        gelu = self._point(f"{p}.mlp.gelu", F.gelu(fc1), hidden)
         fc2 = self._linear(f"{p}.mlp.fc2", gelu, f"{p}.mlp.gelu")
         return self._point(next_input, x + fc2, "ptf")
 

@@ -26,6 +26,7 @@ __all__ = [
     "scales",
     "gelu_lut_specs",
     "lut_lookup_cases",
+    "lut_lookup_rows_cases",
     "i_gelu_scales",
     "i_gelu_cases",
     "residual_add_cases",
@@ -84,6 +85,19 @@ def lut_lookup_cases(draw, *, max_bits: int = 10, shape=_SMALL_SHAPES):
     table_dtype = draw(st.sampled_from([None, np.int64]))
     table = draw(int_arrays(lo=entry_lo, hi=entry_hi, shape=(2**bits,), dtype=table_dtype))
     return dict(codes=codes, table=table, bits=bits, signed=signed)
+
+
+@st.composite
+def lut_lookup_rows_cases(draw, *, max_bits: int = 8, max_rows: int = 5):
+    """:func:`lut_lookup_cases` with per-channel tables: ``table (R, 2**bits)`` and ``rows (C,)`` in ``[0, R)``,
+    ``C`` the codes' last axis (at least 1-D codes)."""
+    case = draw(lut_lookup_cases(max_bits=max_bits, shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6)))
+    count = draw(st.integers(1, max_rows))
+    extra = draw(int_arrays(lo=int(case["table"].min()), hi=int(case["table"].max()), shape=(count - 1, case["table"].shape[0]),
+                            dtype=case["table"].dtype))
+    table = np.concatenate([case["table"][None, :], extra.astype(case["table"].dtype)])
+    rows = draw(int_arrays(lo=0, hi=count - 1, shape=(case["codes"].shape[-1],), dtype=draw(st.sampled_from([np.uint8, np.int64]))))
+    return dict(case, table=table, rows=rows)
 
 
 def i_gelu_scales(*, lo: float = 1e-5, hi: float = 2e-3) -> st.SearchStrategy[float]:

@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 from intsim.testing.strategies import int_codes
 
-__all__ = ["CODE_DTYPES", "code_arrays", "matmul_cases", "linear_cases", "int32_biases"]
+__all__ = ["CODE_DTYPES", "code_arrays", "matmul_cases", "linear_cases", "shifted_linear_cases", "int32_biases"]
 
 CODE_DTYPES = (np.uint8, np.int8, np.int16)
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -81,3 +81,12 @@ def linear_cases(draw, *, x_dtypes=(np.uint8, np.int8), max_dims: int = 3, max_s
     bias_wanted = draw(st.booleans()) if with_bias is None else with_bias
     bias = draw(int32_biases(n=n)) if bias_wanted else None
     return dict(x=x, weight=weight, x_zero_point=draw(_zero_point(x_dtype)), bias=bias)
+
+
+@st.composite
+def shifted_linear_cases(draw, *, max_shift: int = 7):
+    """:func:`linear_cases` with PTF input factors: ``x_shift (K,)`` in ``[0, max_shift]`` (uint8 or int64)."""
+    case = draw(linear_cases())
+    k = case["x"].shape[-1]
+    shift = draw(hnp.arrays(draw(st.sampled_from([np.uint8, np.int64])), (k,), elements=st.integers(0, max_shift)))
+    return dict(case, x_shift=shift)

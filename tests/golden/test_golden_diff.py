@@ -102,7 +102,7 @@ def test_table_names_the_first_mismatch(lis_golden, tmp_path, capsys):
     assert main(["diff", str(lis_golden), str(dut)]) == 1
     out = capsys.readouterr().out
     assert "compared 1 files, 1 differ" in out
-    assert "first mismatch: op patch_embed.requant (output embed.patches of img0000, npy) at index (0, 0)" in out
+    assert "first mismatch: op embed.add_pos (output embed.patches of img0000, npy) at index (0, 0)" in out
 
 
 def _write_bad(case: str, golden: Path, dut: Path) -> tuple[Path, Path, str]:

@@ -193,6 +193,38 @@ def test_lut_lookup_refuses_bad_arguments(implementation, kwargs, error, message
         implementation(**case)
 
 
+@given(gst.lut_lookup_rows_cases())
+def test_lut_lookup_with_rows_equals_python_loop_and_kernel(case):
+    qmin, _ = int_range(case["bits"], case["signed"])
+    table, rows, codes = case["table"], case["rows"], case["codes"]
+    flat = codes.reshape(-1, codes.shape[-1])
+    want = [[int(table[int(rows[c]), int(code) - qmin]) for c, code in enumerate(row)] for row in flat]
+    got_reference = lut_lookup_reference(**case)
+    got = lut_lookup(**case)
+    assert got.shape == got_reference.shape == codes.shape
+    assert got.dtype == got_reference.dtype == smallest_code_dtype(int(table.min()), int(table.max()))
+    assert got_reference.reshape(flat.shape).tolist() == want
+    np.testing.assert_array_equal(got, got_reference)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(rows=np.zeros(3, np.uint8)), ValueError, r"rows must have shape \(C,\) = \(2,\)"),
+        (dict(rows=np.array([0, 2])), ValueError, r"rows holds 2, outside the table's rows \[0, 1\]"),
+        (dict(rows=np.array([0, -1])), ValueError, "rows holds -1"),
+        (dict(rows=np.array([0.0, 1.0])), TypeError, "rows must be an integer array"),
+        (dict(table=_TABLE), ValueError, r"with rows, table must be 2-D \(R, 256\)"),
+        (dict(table=np.zeros((2, 255), np.int64)), ValueError, r"got shape \(2, 255\)"),
+    ],
+)
+@pytest.mark.parametrize("implementation", [lut_lookup, lut_lookup_reference])
+def test_lut_lookup_with_rows_refuses_bad_arguments(implementation, kwargs, error, message):
+    case = dict(codes=np.array([[0, 255]], dtype=np.int16), table=np.stack([_TABLE, _TABLE]), rows=np.array([0, 1])) | kwargs
+    with pytest.raises(error, match=message):
+        implementation(**case)
+
+
 def test_lut_lookup_handles_empty_and_non_contiguous_codes():
     table = (np.arange(256) * 3 % 200).astype(np.int64)
     codes = np.arange(256, dtype=np.uint8).reshape(16, 16)[:, ::3]

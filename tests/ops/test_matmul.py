@@ -313,3 +313,54 @@ def test_linear_bad_input_is_refused(implementation, kwargs, error, message):
     with pytest.raises(error, match=message):
         implementation(**kwargs)
     assert implementation.__name__ in _message(implementation, kwargs)
+
+
+# ------------------------------------------------------------------- PTF input factors (x_shift)
+
+
+@given(mst.shifted_linear_cases())
+def test_linear_with_input_shifts_equals_python_ints_and_the_kernel(case):
+    x, weight, zp, shift = case["x"], case["weight"], case["x_zero_point"], case["x_shift"]
+    shifted = np.array([[(int(v) - zp) << int(s) for v, s in zip(row, shift)] for row in x.reshape(-1, x.shape[-1])],
+                       dtype=object)
+    bias = [0] * weight.shape[0] if case["bias"] is None else [int(b) for b in case["bias"]]
+    want = [[sum(int(w) * v for w, v in zip(weight[n], row)) + bias[n] for n in range(weight.shape[0])] for row in shifted]
+    got_reference = integer_linear_reference(**case)
+    got = integer_linear(**case)
+    assert got.dtype == got_reference.dtype == np.int64
+    assert got_reference.reshape(-1, weight.shape[0]).tolist() == want
+    np.testing.assert_array_equal(got, got_reference)
+
+
+def test_linear_without_shifts_equals_zero_shifts():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (4, 9), dtype=np.uint8)
+    weight = rng.integers(-127, 128, (5, 9), dtype=np.int8)
+    for implementation in (integer_linear, integer_linear_reference):
+        np.testing.assert_array_equal(implementation(x, weight, x_zero_point=11, x_shift=np.zeros(9, np.uint8)),
+                                      implementation(x, weight, x_zero_point=11))
+
+
+@pytest.mark.parametrize(
+    "shift, error, message",
+    [
+        (np.zeros(2, np.uint8), ValueError, r"x_shift must have shape \(K,\) = \(3,\)"),
+        (np.zeros((1, 3), np.uint8), ValueError, r"got shape \(1, 3\)"),
+        (np.array([0, 16, 0]), ValueError, r"x_shift holds 16, outside its allowed range \[0, 15\]"),
+        (np.array([0, -1, 0]), ValueError, "x_shift holds -1"),
+        (np.array([0.0, 1.0, 0.0]), TypeError, "x_shift must be an integer array"),
+    ],
+)
+@pytest.mark.parametrize("implementation", [integer_linear, integer_linear_reference])
+def test_linear_bad_shift_is_refused(implementation, shift, error, message):
+    with pytest.raises(error, match=message):
+        implementation(np.zeros((2, 3), np.uint8), np.zeros((2, 3), np.int8), x_shift=shift)
+    assert implementation.__name__ in _message(implementation, dict(x=np.zeros((2, 3), np.uint8),
+                                                                    weight=np.zeros((2, 3), np.int8), x_shift=shift))
+
+
+@pytest.mark.parametrize("implementation", [integer_linear, integer_linear_reference])
+def test_linear_shift_beyond_int64_is_an_overflow_error_not_a_wrap(implementation):
+    x = np.array([[2**50, 0]], dtype=np.int64)
+    with pytest.raises(OverflowError, match=r"max\|x - x_zero_point\| \* 2\*\*max\(x_shift\)"):
+        implementation(x, np.ones((1, 2), np.int8), x_shift=np.array([15, 0]))

@@ -494,3 +494,41 @@ def test_batch_quantiles_rejects_bad_arguments():
         batch_quantiles(torch.zeros(3, dtype=torch.int32), 0.1, 0.9)
     assert batch_quantiles(torch.tensor([3.0, 1.0, 2.0]), 0.0, 1.0) == (1.0, 3.0)
     assert batch_quantiles(torch.tensor([3.0, 1.0, 2.0, 4.0]), 0.5, 0.25) == (2.5, 1.75)
+
+
+# ------------------------------------------------------------------------------------- LIS scale, PTF search
+def test_lis_scale_observer_makes_rows_sum_to_one_on_average():
+    from intsim.quant.observers import LisScaleObserver
+    from intsim.quant.qparams import LisQParams
+
+    probs = torch.softmax(torch.randn(4, 3, 17, 17, generator=torch.Generator().manual_seed(0)) * 3, dim=-1)
+    observer = LisScaleObserver()
+    observer.update(probs[:2])
+    observer.update(probs[2:])
+    qp = observer.qparams()
+    values = qp.dequantize(LisQParams.quantize(probs.double()))
+    assert float(values.sum(-1).mean()) == pytest.approx(1.0, rel=1e-12)
+    unit = LisQParams().dequantize(LisQParams.quantize(probs.double()))
+    assert qp.scale == pytest.approx(unit[..., 0].numel() / float(unit.sum()), rel=1e-12)
+
+
+def test_lis_quantizer_codes_equal_the_integer_rule():
+    from intsim.quant.qparams import LisQParams
+
+    # code A for p in (2/3 * 2**-A, 4/3 * 2**-A]: the power of two nearest to p (arithmetic midpoints); 16 = zero
+    probs = torch.tensor([1.0, 0.67, 0.66, 0.5, 0.34, 0.33, 2.0**-15, 2.0**-17, 0.0], dtype=torch.float64)
+    assert LisQParams.quantize(probs).tolist() == [0, 0, 1, 1, 1, 2, 15, 16, 16]
+    with pytest.raises(ValueError, match="LisQParams: scale must be > 0"):
+        LisQParams(0.0)
+
+
+def test_ptf_zero_point_search_skips_zero_points_that_cannot_hold_the_range():
+    # a post-GELU-like channel set: a small negative floor, one channel ~1000x the others (its FQ-ViT zero point
+    # rounds to 0, which cannot hold the negative values at any factor)
+    from intsim.quant.qparams import ptf_qparams
+
+    x = torch.rand(64, 8, generator=torch.Generator().manual_seed(0)) - 0.17
+    x[:, 0] *= 1000.0
+    qp = ptf_qparams(x, x.amin(0), x.amax(0), bits=8, levels=8, search_zero_point=True)
+    assert math.isfinite(qp.base_scale) and qp.zero_point > 0
+    assert torch.isfinite(qp.fake_quant(x)).all()

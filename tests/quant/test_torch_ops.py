@@ -194,6 +194,16 @@ def test_lut_lookup_matches_reference(case):
     assert_same(tops.lut_lookup(**torch_case(case)), ops.lut_lookup_reference(**case))
 
 
+@given(gst.lut_lookup_rows_cases())
+def test_lut_lookup_with_rows_matches_reference(case):
+    assert_same(tops.lut_lookup(**torch_case(case)), ops.lut_lookup_reference(**case))
+
+
+@given(mst.shifted_linear_cases())
+def test_integer_linear_with_input_shifts_matches_reference(case):
+    assert_same(tops.integer_linear(**torch_case(case, keep_numpy=("bias",))), ops.integer_linear_reference(**case))
+
+
 @given(gst.i_gelu_cases())
 def test_i_gelu_matches_reference(case):
     constants = ops.i_gelu_constants(case["scale"])
