@@ -178,14 +178,13 @@ def _fused_linear(ops: list[Op], fetch):
 
 
 def _linear_operands(linear: Op, fetch):
-    """A Linear op's ``(x, x_zero_point, weight, bias)``, its optional input shifts applied to ``x`` (the
-    fused kernels take plain codes; :func:`intsim.ops.matmul.shifted_linear_input` is the one definition)."""
-    from intsim.ops.matmul import shifted_linear_input
+    """A Linear op's ``(x, x_zero_point, weight, bias)``, its optional input shifts moved onto the weight (the
+    fused kernels take plain operands: :func:`intsim.ops.matmul.shifted_linear_weight`, the same sums)."""
+    from intsim.ops.matmul import shifted_linear_weight
 
     x, weight, bias = (fetch(name) for name in linear.inputs[:3])
     x_shift = fetch(linear.inputs[3]) if len(linear.inputs) > 3 else None
-    x, x_zero_point = shifted_linear_input(x, linear.attrs["x_zero_point"], x_shift)
-    return x, x_zero_point, weight, bias
+    return x, linear.attrs["x_zero_point"], shifted_linear_weight(weight, x_shift), bias
 
 
 def _fused_linear_residual(ops: list[Op], fetch):

@@ -45,6 +45,7 @@ from intsim.ops.matmul import (
     _prepare as _prepare_matmul,
     _to_float,
     _workspace,
+    column_abs_sum_max,
     plan_weight_product,
     row_blocked_product,
 )
@@ -84,6 +85,10 @@ def _linear_plan(x, weight, x_zero_point, bias):
     plan = plan_weight_product(p)
     if x2.size == 0 or plan.dtype is not np.float32 or plan.split:
         plan = None
+    # |acc + bias| <= max|x - zp| * max_n sum_k |w[n, k]| + max|bias|: tighter than K * max|x| * max|w| when a few
+    # weight columns are large (fc2's weights shifted by PTF input factors)
+    bias_abs = int(np.abs(p.bias).max(initial=0))
+    p = p._replace(bound=min(p.bound, p.a_abs * column_abs_sum_max(p.b, 0) + bias_abs))
     return p, out_shape, plan
 
 

@@ -92,6 +92,7 @@ from intsim.ops._checks import (
     as_int_array,
     check_int,
     check_int_bounds_fit,
+    max_abs as max_abs_int,
     smallest_code_dtype,
 )
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
@@ -105,6 +106,7 @@ __all__ = [
     "integer_matmul",
     "integer_matmul_reference",
     "shifted_linear_input",
+    "shifted_linear_weight",
 ]
 
 FLOAT32_EXACT = 2**24  # every integer of magnitude <= 2**24 is a float32
@@ -230,15 +232,41 @@ def shifted_linear_input(x, x_zero_point, x_shift, op: str = "integer_linear"):
     if shift.ndim != 1 or x.ndim < 1 or shift.shape[0] != x.shape[-1]:
         raise ValueError(f"{op}: x_shift must have shape (K,) = ({x.shape[-1] if x.ndim else '?'},) (one shift per "
                          f"input channel), got shape {shift.shape}")
-    if shift.size and (int(shift.min()) < 0 or int(shift.max()) > MAX_INPUT_SHIFT):
-        bad = int(shift.min()) if int(shift.min()) < 0 else int(shift.max())
-        raise ValueError(f"{op}: x_shift holds {bad}, outside its allowed range [0, {MAX_INPUT_SHIFT}]")
+    _check_shift_range(shift, op)
     zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
     top = int(shift.max()) if shift.size else 0
     check_int_bounds_fit(_abs_max_shifted(x, zero_point) << top, "max|x - x_zero_point| * 2**max(x_shift)", op)
     expanded = (x.astype(np.int64) - zero_point) << shift.astype(np.int64)
     low, high = (int(expanded.min()), int(expanded.max())) if expanded.size else (0, 0)
     return expanded.astype(smallest_code_dtype(low, high)), 0
+
+
+def shifted_linear_weight(weight, x_shift, op: str = "integer_linear"):
+    """``weight`` unchanged when ``x_shift`` is ``None``, else ``weight[n, k] << x_shift[k]`` (int64 arithmetic,
+    narrowed to the smallest dtype that holds it; ``OverflowError`` beyond int64).
+
+    The kernels' form of the shifted input: ``sum_k ((x[k] - zp) << s[k]) * w[n, k] = sum_k (x[k] - zp) *
+    (w[n, k] << s[k])`` exactly, and shifting the ``(N, K)`` weight once costs far less than shifting every row
+    of ``x``; the exactness plan of the product then sees the true operand bounds."""
+    if x_shift is None:
+        return weight
+    weight = as_int_array(weight, "weight", op)
+    shift = as_int_array(x_shift, "x_shift", op)
+    if weight.ndim != 2 or shift.ndim != 1 or shift.shape[0] != weight.shape[1]:
+        raise ValueError(f"{op}: x_shift must have shape (K,) = ({weight.shape[-1] if weight.ndim else '?'},) (one shift "
+                         f"per input channel), got shape {shift.shape}")
+    _check_shift_range(shift, op)
+    top = int(shift.max()) if shift.size else 0
+    check_int_bounds_fit(max_abs_int(weight) << top, "max|weight| * 2**max(x_shift)", op)
+    shifted = weight.astype(np.int64) << shift.astype(np.int64)[None, :]
+    low, high = (int(shifted.min()), int(shifted.max())) if shifted.size else (0, 0)
+    return shifted.astype(smallest_code_dtype(low, high))
+
+
+def _check_shift_range(shift: np.ndarray, op: str) -> None:
+    if shift.size and (int(shift.min()) < 0 or int(shift.max()) > MAX_INPUT_SHIFT):
+        bad = int(shift.min()) if int(shift.min()) < 0 else int(shift.max())
+        raise ValueError(f"{op}: x_shift holds {bad}, outside its allowed range [0, {MAX_INPUT_SHIFT}]")
 
 
 def integer_linear_reference(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
@@ -427,7 +455,13 @@ def _plan(p: _Operands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64
         return _Plan(np.float32, k, tight)
     chunk = f32_exact // product
     if chunk >= min_f32_chunk:
+        column_chunk = _column_chunk(p, f32_exact, chunk) if p.b.ndim == 2 else None
+        if column_chunk is not None:
+            return _Plan(np.float32, *column_chunk)
         return _Plan(np.float32, chunk, chunk * product)
+    column_chunk = _column_chunk(p, f32_exact, min_f32_chunk - 1) if p.b.ndim == 2 else None
+    if column_chunk is not None:
+        return _Plan(np.float32, *column_chunk)
     shift = _split_shift(k, p.a_abs, p.b_abs, f32_exact)
     if shift:
         return _Plan(np.float32, k, k * max((1 << shift) - 1, -(-p.a_abs >> shift)) * p.b_abs, shift)
@@ -437,6 +471,34 @@ def _plan(p: _Operands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64
     if chunk >= 1:
         return _Plan(np.float64, chunk, chunk * product)
     return _Plan(None, k, whole)
+
+
+_COLUMN_CHUNK_TRIES = 16  # chunk counts tried by _column_chunk (2 .. 17 chunks)
+
+
+def _column_chunk(p: _Operands, limit: int, smallest: int) -> tuple[int, int] | None:
+    """``(chunk, bound)``: the longest K-chunk (more than ``smallest``, at most 17 chunks) such that every chunk's
+    ``max|a - a_zp| * max_n sum_{k in chunk} |b[k, n] - b_zp|`` is ``<= limit``, or ``None``.
+
+    Every intermediate of one chunk's float product is a partial sum over a subset of that chunk (module
+    docstring), bounded by this column-sum bound, so such a chunk is exact. It beats ``limit // (A * B)`` when
+    a few columns of a 2-D ``b`` are much larger than the rest (weights shifted by PTF input factors).
+    """
+    k = p.b.shape[0]
+    if p.a_abs == 0 or k < 2:
+        return None
+    sums = np.zeros((k + 1, p.b.shape[1]), dtype=np.int64)
+    np.cumsum(np.abs(p.b.astype(np.int64) - p.b_zp), axis=0, out=sums[1:])
+    for count in range(2, 2 + _COLUMN_CHUNK_TRIES):
+        chunk = -(-k // count)
+        if chunk <= smallest:
+            return None
+        starts = np.arange(0, k, chunk)
+        ends = np.minimum(starts + chunk, k)
+        bound = p.a_abs * int((sums[ends] - sums[starts]).max())
+        if bound <= limit:
+            return chunk, bound
+    return None
 
 
 # ------------------------------------------------------------------------------------ row-blocked products
@@ -647,6 +709,15 @@ def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
     array([[ -2, 106]])
     """
     op = "integer_linear"
-    x, x_zero_point = shifted_linear_input(x, x_zero_point, x_shift, op)
+    if x_shift is not None:
+        _linear_operands(x, weight, op)  # shape errors first, as without x_shift
+        x_zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
+        # the int64 bound of the shifted input, as the reference proves it (same OverflowError)
+        shift = as_int_array(x_shift, "x_shift", op)
+        if shift.ndim == 1 and shift.size and shift.shape[0] == np.shape(weight)[-1]:
+            _check_shift_range(shift, op)
+            check_int_bounds_fit(_abs_max_shifted(as_int_array(x, "x", op), x_zero_point) << int(shift.max()),
+                                 "max|x - x_zero_point| * 2**max(x_shift)", op)
+        weight = shifted_linear_weight(weight, x_shift, op)
     x2, weight, out_shape = _linear_operands(x, weight, op)
     return _matmul(_prepare(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)).reshape(out_shape)

@@ -320,6 +320,14 @@ class PtfQParams:
         """``dequantize(quantize(x))``."""
         return self.dequantize(self.quantize(x))
 
+    def lowest_factor_one(self) -> "PtfQParams":
+        """The same quantizer (same per-channel scales, codes and zero point) with the smallest factor ``2**0``:
+        ``base_scale * 2**min(alpha)`` and ``alpha - min(alpha)``. A linear layer over PTF codes shifts each input
+        by its factor, so the smallest factors keep the shifted operand (and the exactness bounds) small."""
+        low = int(self.alpha.min()) if self.alpha.numel() else 0
+        return PtfQParams(self.base_scale * 2.0**low, self.zero_point, self.alpha - low, bits=self.bits,
+                          levels=self.levels)
+
 
 @dataclass(frozen=True)
 class LisQParams:

@@ -230,8 +230,13 @@ class QuantViT(torch.nn.Module):
             if isinstance(observer, LisScaleObserver):
                 qparams[name] = observer.qparams()
             elif isinstance(observer, PerChannelMinMaxObserver):
-                levels = self.config.ptf_levels if name.endswith(".input") else self.config.mlp_ptf_levels
-                qparams[name] = observer.ptf_qparams(levels=levels, search_zero_point=self.config.ptf_search_zero_point)
+                if name.endswith(".input"):  # LayerNorm inputs (the LayerNorm op is scale-free)
+                    qparams[name] = observer.ptf_qparams(levels=self.config.ptf_levels,
+                                                         search_zero_point=self.config.ptf_search_zero_point)
+                else:  # fc1 / GELU outputs: the GELU codes feed fc2 shifted by their factors
+                    qparams[name] = observer.ptf_qparams(
+                        levels=self.config.mlp_ptf_levels, search_zero_point=self.config.ptf_search_zero_point
+                    ).lowest_factor_one()
             else:
                 qparams[name] = observer.qparams()
         self.qparams = qparams

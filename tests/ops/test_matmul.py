@@ -364,3 +364,23 @@ def test_linear_shift_beyond_int64_is_an_overflow_error_not_a_wrap(implementatio
     x = np.array([[2**50, 0]], dtype=np.int64)
     with pytest.raises(OverflowError, match=r"max\|x - x_zero_point\| \* 2\*\*max\(x_shift\)"):
         implementation(x, np.ones((1, 2), np.int8), x_shift=np.array([15, 0]))
+
+
+def test_weights_with_a_few_large_columns_get_long_exact_float32_chunks():
+    # fc2 over PTF codes: the kernel shifts the weight columns by the input factors; one column at 2**7 makes
+    # K * max|x| * max|w| far beyond 2**24, but chunks whose column sums stay below 2**24 are exact and long
+    from intsim.ops.matmul import _plan, _prepare, shifted_linear_weight
+
+    rng = np.random.default_rng(5)
+    k = 1536
+    x = rng.integers(0, 256, (64, k), dtype=np.uint8)
+    weight = rng.integers(-20, 21, (32, k), dtype=np.int8)
+    weight[:, 7] = 127
+    shift = np.zeros(k, np.uint8)
+    shift[7] = 7
+    p = _prepare(x, shifted_linear_weight(weight, shift).T, 3, 0, None)
+    plan = _plan(p)
+    assert plan.dtype is np.float32 and plan.chunk > 2**24 // (p.a_abs * p.b_abs) and plan.bound <= 2**24
+    x[:, 7] = 255  # the large column at its largest input
+    np.testing.assert_array_equal(integer_linear(x, weight, x_zero_point=3, x_shift=shift),
+                                  integer_linear_reference(x, weight, x_zero_point=3, x_shift=shift))
