@@ -38,7 +38,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # and lower widths for the record; docs/sweeps.md describes every row.
     "fqvit-ablation": (
         "w8a8a8-minmax", "w8a8a8-ema", "w8a8a8-percentile", "w8a8a8-omse",
-        "w8a8a8-minmax-ptf-fqvit", "w8a8a8-minmax-ptf", "w8a8a4-minmax-ptf-lis",
+        "w8a8a8-minmax-ptf-fqvit", "w8a8a8-minmax-ptf-lnonly", "w8a8a8-minmax-ptf",
+        "w8a8a4-minmax-ptf-lis-unscaled", "w8a8a4-minmax-ptf-lis",
         "fqvit-w8a8a8", "fqvit-w8a8a4", "w8a8a8-r12g12", "w8a8a4-r12g12",
         "fqvit-w6a6a4", "fqvit-w4a8a4", "fqvit-w4a4a4",
     ),
@@ -184,10 +185,14 @@ def run_sweep(model_name: str | None, weights: str | None, calib: str | None, da
 def _describe(config: dict) -> list[str]:
     """Table cells: widths, observer, LayerNorm-input quantizer, softmax."""
     softmax = "LIS 4-bit" if config["attn_bits"] == 4 else f"uniform {config['attn_bits']}-bit"
-    return [f"W{config['wbits']}A{config['abits']}", config["observer"], "PTF" if config["ptf"] else "per-tensor", softmax]
+    if config["attn_bits"] == 4 and config.get("lis_scale", False):
+        softmax += ", scaled"
+    mlp = "PTF" if config.get("mlp_ptf", False) else "per-tensor"
+    return [f"W{config['wbits']}A{config['abits']}", config["observer"], "PTF" if config["ptf"] else "per-tensor", mlp,
+            softmax]
 
 
-_COLUMNS = ("configuration", "weights/acts", "observer", "LayerNorm input", "softmax", "fake-quant top-1",
+_COLUMNS = ("configuration", "weights/acts", "observer", "LayerNorm input", "fc1/GELU", "softmax", "fake-quant top-1",
             "integer top-1", "integer top-5", "Δ integer vs float", "agree int/float", "agree int/fake-quant", "seconds")
 
 
@@ -208,7 +213,7 @@ def results_markdown(results: dict) -> str:
         "Agreement = same top-1 class. Accuracies and agreements in %.",
         "",
         _markdown_row(_COLUMNS),
-        _markdown_row(["---"] * 5 + ["---:"] * (len(_COLUMNS) - 5)),
+        _markdown_row(["---"] * 6 + ["---:"] * (len(_COLUMNS) - 6)),
     ]
     for name, row in results["configs"].items():
         cells = [f"`{name}`", *_describe(row["config"])]

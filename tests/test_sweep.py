@@ -66,10 +66,14 @@ def test_ablation_rows_differ_from_their_base_only_by_the_switches_in_their_name
     for observer in ("minmax", "ema", "percentile", "omse"):
         row = CONFIGS[f"w8a8a8-{observer}"]
         assert (row.observer, row.ptf, row.attn_bits, row.softmax) == (observer, False, 8, "uniform")
-        assert row == replace(base8, name=row.name, observer=observer, ptf=False)
+        # a name without "-ptf" has no power-of-two factors anywhere (LayerNorm inputs, fc1/GELU outputs)
+        assert row == replace(base8, name=row.name, observer=observer, ptf=False, mlp_ptf=False)
     assert CONFIGS["w8a8a8-minmax-ptf"] == replace(base8, name="w8a8a8-minmax-ptf", observer="minmax", ptf=True)
+    assert CONFIGS["w8a8a8-minmax-ptf-lnonly"] == replace(base8, name="w8a8a8-minmax-ptf-lnonly", mlp_ptf=False)
     lis = CONFIGS["w8a8a4-minmax-ptf-lis"]
     assert lis.softmax == "lis" and lis == replace(base4, name=lis.name, observer="minmax", ptf=True)
+    unscaled = CONFIGS["w8a8a4-minmax-ptf-lis-unscaled"]
+    assert unscaled == replace(lis, name=unscaled.name, lis_scale=False)
     for wbits, abits in ((6, 6), (4, 8), (4, 4)):
         row = CONFIGS[f"fqvit-w{wbits}a{abits}a4"]
         assert row == replace(base4, name=row.name, wbits=wbits, abits=abits)

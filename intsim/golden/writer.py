@@ -50,13 +50,18 @@ def _first_steps(program: Program) -> dict[str, int]:
 
 def op_entry(step: int, name: str, kind: str, inputs, outputs, params, attrs: dict, values: dict) -> dict:
     """One entry of the manifest's ``ops`` list; ``values`` maps each param to its array. Params of rank 0 or 1
-    with at most :data:`INLINE_PARAM_LIMIT` elements (multipliers, shifts, PTF factors, LUTs, biases) are also
-    written inline as ``param_values``; weight matrices and position embeddings only as files."""
+    with at most :data:`INLINE_PARAM_LIMIT` elements (multipliers, shifts, PTF factors, LUTs, biases), and the
+    per-channel LUTs of a ``Lut`` op (rank 2, row-major), are also written inline as ``param_values``; weight
+    matrices and position embeddings only as files."""
+    def inline(param) -> bool:
+        rank_ok = np.ndim(values[param]) <= 1 or (kind == "Lut" and param == params[0])
+        return rank_ok and np.size(values[param]) <= INLINE_PARAM_LIMIT
+
     return {
         "step": step, "name": name, "kind": kind, "inputs": list(inputs), "outputs": list(outputs),
         "params": list(params), "attrs": dict(attrs),
         "param_values": {param: [int(v) for v in np.asarray(values[param]).reshape(-1)] for param in params
-                         if np.ndim(values[param]) <= 1 and np.size(values[param]) <= INLINE_PARAM_LIMIT},
+                         if inline(param)},
     }
 
 

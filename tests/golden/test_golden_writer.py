@@ -44,7 +44,9 @@ def test_tree_holds_every_op_input_output_and_param(lis_program, lis_golden):
         for name, values in entry["param_values"].items():
             assert values == lis_program.constants[name].reshape(-1).tolist()
     luts = [op for op in manifest["ops"] if op["kind"] == "Lut"]
-    assert luts and all(len(op["param_values"][op["params"][0]]) == 256 for op in luts)  # the LUT contents
+    for op in luts:  # the LUT contents inline: one table, or one per row of a per-channel Lut (row-major)
+        rows = 1 + (max(op["param_values"][op["params"][1]]) if len(op["params"]) > 1 else 0)
+        assert len(op["param_values"][op["params"][0]]) == 256 * rows
 
 
 def test_files_match_manifest_hashes_and_formats_agree(lis_golden, lis_program):
