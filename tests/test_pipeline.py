@@ -29,8 +29,8 @@ CONFIGS = ("fqvit-w8a8a4", "fqvit-w8a8a8")
 DIGITS_IMAGES = 64  # held-out digits compared code by code (all 360 are used for accuracy)
 
 # Measured on the embedded digits ViT, all 360 held-out images (float top-1 98.89 %):
-#   fqvit-w8a8a4: integer 97.78 % (-1.11 points = 4 images), top-1 agreement with float 98.06 %
-#   fqvit-w8a8a8: integer 98.33 % (-0.56 points = 2 images), top-1 agreement with float 99.44 %
+#   fqvit-w8a8a4: integer 97.50 % (-1.39 points = 5 images)   [97.78 % before PTF fc1/GELU and the LIS scale]
+#   fqvit-w8a8a8: integer 98.61 % (-0.28 points = 1 image), top-1 agreement with float 99.72 %   [98.33 % before]
 # (before the softmax read the scores accumulator and the PTF zero point was searched: 96.94 % and 97.78 %).
 # The bounds allow more than twice the larger measured loss (4 points = 14 images), so a small calibration change
 # passes and a broken op (which costs tens of points) fails.
