@@ -128,8 +128,8 @@ def _linear(report, program, op, inputs, outputs):
     zp = op.attrs["x_zero_point"]
     spec = program.tensors[op.inputs[0]]
     shift = np.asarray(inputs[3]).astype(np.int64) if len(inputs) > 3 else None
-    x, _ = shifted_linear_input(x, zp, shift)  # with shifts: (x - zp) << shift, the MAC's operand
-    terms = integer_matmul(np.abs(x.astype(np.int64) - (zp if shift is None else 0)), np.abs(weight.astype(np.int64)).T)
+    operand, operand_zp = shifted_linear_input(x, zp, shift)  # with shifts: (x - zp) << shift, zero point 0
+    terms = integer_matmul(np.abs(operand.astype(np.int64) - operand_zp), np.abs(weight.astype(np.int64)).T)
     if shift is None:
         bound = weight.shape[1] * _span(spec, zp) * _max_abs(weight)
     else:  # each input channel's span times its factor, times the largest |weight| of its column

@@ -41,6 +41,7 @@ from intsim.ops.gelu import lookup_table, table_rows
 from intsim.ops.matmul import (
     FLOAT32_EXACT,
     _LINEAR_NAMES,
+    _abs_max_shifted,
     _linear_operands,
     _prepare as _prepare_matmul,
     _to_float,
@@ -67,7 +68,6 @@ from intsim.ops.softmax import (
 __all__ = ["attention", "linear_requantize", "linear_residual_add"]
 
 _INT32_LIMIT = 2**31 - 1
-_FLOAT32_EXACT = FLOAT32_EXACT  # every integer of magnitude <= 2**24 is a float32
 _HEADS_PER_BLOCK = 4  # (batch, head) items per thread task of the attention core
 _REQUANT_SAFE = 2**31  # |acc| <= 2**31 and |M| < 2**31: requantize proves acc * M + 2**(k-1) fits int64
 
@@ -82,13 +82,13 @@ def _linear_plan(x, weight, x_zero_point, bias):
     op = "integer_linear"
     x2, weight, out_shape = _linear_operands(x, weight, op)
     p = _prepare_matmul(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)
-    plan = plan_weight_product(p)
+    columns = column_abs_sum_max(p.b, 0)
+    plan = plan_weight_product(p, columns)
     if x2.size == 0 or plan.dtype is not np.float32 or plan.split:
         plan = None
     # |acc + bias| <= max|x - zp| * max_n sum_k |w[n, k]| + max|bias|: tighter than K * max|x| * max|w| when a few
     # weight columns are large (fc2's weights shifted by PTF input factors)
-    bias_abs = int(np.abs(p.bias).max(initial=0))
-    p = p._replace(bound=min(p.bound, p.a_abs * column_abs_sum_max(p.b, 0) + bias_abs))
+    p = p._replace(bound=min(p.bound, p.a_abs * columns + int(np.abs(p.bias).max(initial=0))))
     return p, out_shape, plan
 
 
@@ -295,7 +295,7 @@ def _context_codes(products, weights, row_sums, v_float, v_bound, first_item, he
         b, column = divmod(first_item + g, heads)
         column *= d
         for i in range(tokens):
-            exact = row_sums[g, i] * v_bound <= _FLOAT32_EXACT
+            exact = row_sums[g, i] * v_bound <= FLOAT32_EXACT
             for c in range(d):
                 if exact:
                     total = np.int64(products[g, i, c])
@@ -311,13 +311,6 @@ def _centred_dtype_bound(array: np.ndarray, zero_point: int) -> int:
     """``max |code - zero_point|`` over every value the array's dtype can hold (no pass over the data)."""
     info = np.iinfo(array.dtype)
     return max(abs(int(info.min) - zero_point), abs(int(info.max) - zero_point))
-
-
-def _centred_value_bound(array: np.ndarray, zero_point: int) -> int:
-    """``max |code - zero_point|`` over the array's values (0 for an empty array)."""
-    if array.size == 0:
-        return 0
-    return max(abs(int(array.min()) - zero_point), abs(int(array.max()) - zero_point))
 
 
 def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, values, context):
@@ -337,7 +330,7 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
     d = channels // heads
     q_zp = check_int(q_zero_point, "a_zero_point", "integer_matmul", lo=INT64_MIN, hi=INT64_MAX)
     k_zp = check_int(k_zero_point, "b_zero_point", "integer_matmul", lo=INT64_MIN, hi=INT64_MAX)
-    if d * _centred_dtype_bound(q, q_zp) * _centred_dtype_bound(k, k_zp) > _FLOAT32_EXACT:
+    if d * _centred_dtype_bound(q, q_zp) * _centred_dtype_bound(k, k_zp) > FLOAT32_EXACT:
         return None  # the float32 scores would not be exact
     logit = prepare_parameters((batch, heads, tokens, tokens), op="requantize", **logits)
     kind = softmax["kind"]
@@ -360,9 +353,9 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
         weight_bound = levels
     v_zp = check_int(values["v_zero_point"], "v_zero_point", "lis_attention_values", lo=INT64_MIN, hi=INT64_MAX)
     v_bound = _centred_dtype_bound(v, v_zp)
-    if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > _FLOAT32_EXACT:
-        v_bound = _centred_value_bound(v, v_zp)  # a pass over the values: only when the dtype proves too little
-        if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > _FLOAT32_EXACT:
+    if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > FLOAT32_EXACT:
+        v_bound = _abs_max_shifted(v, v_zp)  # a pass over the values: only when the dtype proves too little
+        if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > FLOAT32_EXACT:
             return None  # the context accumulator beyond int32, or values that float32 does not hold exactly
     ctx = prepare_parameters((batch, tokens, channels), op="requantize", **context)
     out = np.empty((batch, tokens, channels), dtype=smallest_code_dtype(ctx.qmin, ctx.qmax))

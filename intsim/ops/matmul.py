@@ -216,29 +216,48 @@ _LINEAR_NAMES = ("x", "weight", "x_zero_point", "weight zero point")
 MAX_INPUT_SHIFT = 15  # x_shift values lie in [0, 15] (PTF factors 2**0 .. 2**15)
 
 
+def _checked_shift(x_shift, channels: int | None, op: str) -> np.ndarray:
+    """``x_shift`` validated: integers of shape ``(K,)`` = ``(channels,)`` in ``[0, 15]``; returned as int64."""
+    shift = as_int_array(x_shift, "x_shift", op)
+    if shift.ndim != 1 or channels is None or shift.shape[0] != channels:
+        raise ValueError(f"{op}: x_shift must have shape (K,) = ({'?' if channels is None else channels},) (one "
+                         f"shift per input channel), got shape {shift.shape}")
+    if shift.size and (int(shift.min()) < 0 or int(shift.max()) > MAX_INPUT_SHIFT):
+        bad = int(shift.min()) if int(shift.min()) < 0 else int(shift.max())
+        raise ValueError(f"{op}: x_shift holds {bad}, outside its allowed range [0, {MAX_INPUT_SHIFT}]")
+    return shift.astype(np.int64)
+
+
+def _checked_input_shift(x, x_zero_point, x_shift, op: str) -> tuple[np.ndarray, int, np.ndarray]:
+    """``(x, x_zero_point, x_shift)`` validated, with the proof that the shifted input fits int64
+    (``OverflowError`` when ``max|x - x_zero_point| * 2**max(x_shift)`` does not)."""
+    x = as_int_array(x, "x", op)
+    shift = _checked_shift(x_shift, x.shape[-1] if x.ndim else None, op)
+    zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
+    top = int(shift.max()) if shift.size else 0
+    check_int_bounds_fit(_abs_max_shifted(x, zero_point) << top, "max|x - x_zero_point| * 2**max(x_shift)", op)
+    return x, zero_point, shift
+
+
+def _narrowed(values: np.ndarray) -> np.ndarray:
+    """An int64 array in the smallest integer dtype that holds its values."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    return values.astype(smallest_code_dtype(low, high))
+
+
 def shifted_linear_input(x, x_zero_point, x_shift, op: str = "integer_linear"):
     """``(x, x_zero_point)`` unchanged when ``x_shift`` is ``None``; otherwise the power-of-two-factor input
     ``((x - x_zero_point) << x_shift[k], 0)``: int64 arithmetic, narrowed to the smallest dtype that holds it.
 
     ``x_shift``: integers ``(K,)`` in ``[0, 15]``, one per input channel (last axis of ``x``). The shift is exact
     (a multiplication by ``2**x_shift[k]``); ``OverflowError`` when ``max|x - x_zero_point| * 2**max(x_shift)``
-    leaves int64. This is the one definition of the shifted input, shared by the reference, the kernel, the fused
-    paths and the accumulator report.
+    leaves int64. This is the one definition of the shifted input, used by the reference and the accumulator
+    report (the kernels shift the weight instead: :func:`shifted_linear_weight`).
     """
     if x_shift is None:
         return x, x_zero_point
-    x = as_int_array(x, "x", op)
-    shift = as_int_array(x_shift, "x_shift", op)
-    if shift.ndim != 1 or x.ndim < 1 or shift.shape[0] != x.shape[-1]:
-        raise ValueError(f"{op}: x_shift must have shape (K,) = ({x.shape[-1] if x.ndim else '?'},) (one shift per "
-                         f"input channel), got shape {shift.shape}")
-    _check_shift_range(shift, op)
-    zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
-    top = int(shift.max()) if shift.size else 0
-    check_int_bounds_fit(_abs_max_shifted(x, zero_point) << top, "max|x - x_zero_point| * 2**max(x_shift)", op)
-    expanded = (x.astype(np.int64) - zero_point) << shift.astype(np.int64)
-    low, high = (int(expanded.min()), int(expanded.max())) if expanded.size else (0, 0)
-    return expanded.astype(smallest_code_dtype(low, high)), 0
+    x, zero_point, shift = _checked_input_shift(x, x_zero_point, x_shift, op)
+    return _narrowed((x.astype(np.int64) - zero_point) << shift), 0
 
 
 def shifted_linear_weight(weight, x_shift, op: str = "integer_linear"):
@@ -251,22 +270,10 @@ def shifted_linear_weight(weight, x_shift, op: str = "integer_linear"):
     if x_shift is None:
         return weight
     weight = as_int_array(weight, "weight", op)
-    shift = as_int_array(x_shift, "x_shift", op)
-    if weight.ndim != 2 or shift.ndim != 1 or shift.shape[0] != weight.shape[1]:
-        raise ValueError(f"{op}: x_shift must have shape (K,) = ({weight.shape[-1] if weight.ndim else '?'},) (one shift "
-                         f"per input channel), got shape {shift.shape}")
-    _check_shift_range(shift, op)
+    shift = _checked_shift(x_shift, weight.shape[1] if weight.ndim == 2 else None, op)
     top = int(shift.max()) if shift.size else 0
     check_int_bounds_fit(max_abs_int(weight) << top, "max|weight| * 2**max(x_shift)", op)
-    shifted = weight.astype(np.int64) << shift.astype(np.int64)[None, :]
-    low, high = (int(shifted.min()), int(shifted.max())) if shifted.size else (0, 0)
-    return shifted.astype(smallest_code_dtype(low, high))
-
-
-def _check_shift_range(shift: np.ndarray, op: str) -> None:
-    if shift.size and (int(shift.min()) < 0 or int(shift.max()) > MAX_INPUT_SHIFT):
-        bad = int(shift.min()) if int(shift.min()) < 0 else int(shift.max())
-        raise ValueError(f"{op}: x_shift holds {bad}, outside its allowed range [0, {MAX_INPUT_SHIFT}]")
+    return _narrowed(weight.astype(np.int64) << shift[None, :])
 
 
 def integer_linear_reference(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
@@ -577,14 +584,17 @@ def column_abs_sum_max(b: np.ndarray, zero_point: int) -> int:
     return int(np.abs(b.astype(np.int64) - zero_point).sum(axis=0).max())
 
 
-def plan_weight_product(p: _Operands, **limits) -> _Plan:
+def plan_weight_product(p: _Operands, columns: int | None = None, **limits) -> _Plan:
     """The plan of a product whose ``b`` is 2-D, from ``b``'s column sums alone (no pass over ``a``).
 
     The row sums of ``|a - a_zp|`` are bounded by ``K * max|a - a_zp|``, so the plan stays proved; it may chunk
-    where the actual row sums would have allowed one call (same result, a little more work).
+    where the actual row sums would have allowed one call (same result, a little more work). ``columns``: the
+    caller's :func:`column_abs_sum_max` of ``b``, when it already has it.
     """
     k = p.a.shape[-1]
-    return _plan(p, sums=(k * p.a_abs, column_abs_sum_max(p.b.reshape(k, -1), p.b_zp)), **limits)
+    if columns is None:
+        columns = column_abs_sum_max(p.b.reshape(k, -1), p.b_zp)
+    return _plan(p, sums=(k * p.a_abs, columns), **limits)
 
 
 @contextlib.contextmanager
@@ -711,13 +721,8 @@ def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
     op = "integer_linear"
     if x_shift is not None:
         _linear_operands(x, weight, op)  # shape errors first, as without x_shift
-        x_zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
-        # the int64 bound of the shifted input, as the reference proves it (same OverflowError)
-        shift = as_int_array(x_shift, "x_shift", op)
-        if shift.ndim == 1 and shift.size and shift.shape[0] == np.shape(weight)[-1]:
-            _check_shift_range(shift, op)
-            check_int_bounds_fit(_abs_max_shifted(as_int_array(x, "x", op), x_zero_point) << int(shift.max()),
-                                 "max|x - x_zero_point| * 2**max(x_shift)", op)
+        # the reference's proof that the shifted input fits int64 (same errors), then the weight form of it
+        x, x_zero_point, x_shift = _checked_input_shift(x, x_zero_point, x_shift, op)
         weight = shifted_linear_weight(weight, x_shift, op)
     x2, weight, out_shape = _linear_operands(x, weight, op)
     return _matmul(_prepare(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)).reshape(out_shape)

@@ -181,8 +181,8 @@ class _Exporter:
             # code A < 16 means scale * 2**-A (LisQParams; scale 1 without lis_scale); the value accumulator holds
             # sum (v - zp) << (15 - A), so its unit is scale * 2**-15 * s_v, folded into the context multiplier
             lis = self.q.qparams.get(f"{p}.attn.probs")
+            self.b.tensor(f"{p}.attn.probs", 5, False, scale=None if lis is None else lis.scale)
             lis_scale = 1.0 if lis is None else lis.scale
-            self.b.tensor(f"{p}.attn.probs", 5, False, scale=lis_scale if lis is not None else None)
             self.b.op("LogIntSoftmax", f"{p}.attn.probs", [scores], [f"{p}.attn.probs"], **exp_attrs)
             probs_scale, probs_kind, bound = lis_scale * 2.0**-LIS_VALUE_SHIFT, "lis", tokens * v_span << LIS_VALUE_SHIFT
         else:
@@ -208,22 +208,20 @@ class _Exporter:
         """GELU as a table per fc1 code. PTF codes (``mlp_ptf``) get one table per pair of input and output
         factors in use, and the Lut op a per-channel row index (channel ``c`` reads row ``rows[c]``)."""
         fc1_qp, gelu_qp = self.qp(f"{p}.mlp.fc1"), self.qp(f"{p}.mlp.gelu")
-        channels = fc1_qp.alpha.numel() if isinstance(fc1_qp, PtfQParams) else None
 
         def table(in_scale: float, out_scale: float) -> np.ndarray:
             return build_gelu_lut(in_scale=in_scale, in_zero_point=fc1_qp.zero_point, in_bits=fc1_qp.bits,
                                   out_scale=out_scale, out_zero_point=gelu_qp.zero_point, out_bits=gelu_qp.bits)
 
         inputs = [f"{p}.mlp.fc1", f"{p}.mlp.gelu.table"]
-        if channels is None:
+        if not isinstance(fc1_qp, PtfQParams):
             self.b.constant(f"{p}.mlp.gelu.table", table(fc1_qp.scale, gelu_qp.scale), bits=gelu_qp.bits, signed=False)
         else:
             pairs = torch.stack([fc1_qp.alpha, gelu_qp.alpha], dim=1)
             used, rows = torch.unique(pairs, dim=0, return_inverse=True)  # sorted pairs: deterministic rows
             tables = [table(fc1_qp.base_scale * 2.0 ** int(a), gelu_qp.base_scale * 2.0 ** int(b)) for a, b in used.tolist()]
             self.b.constant(f"{p}.mlp.gelu.table", np.stack(tables), bits=gelu_qp.bits, signed=False)
-            self.b.constant(f"{p}.mlp.gelu.rows", rows.numpy().astype(np.uint8 if len(tables) <= 256 else np.int64),
-                            signed=False)
+            self.b.constant(f"{p}.mlp.gelu.rows", rows.numpy(), signed=False)  # stored in the narrowest dtype
             inputs.append(f"{p}.mlp.gelu.rows")
         self.b.codes(f"{p}.mlp.gelu", gelu_qp)
         self.b.op("Lut", f"{p}.mlp.gelu", inputs, [f"{p}.mlp.gelu"], bits=fc1_qp.bits, signed=False)
