@@ -180,11 +180,13 @@ def _fused_linear(ops: list[Op], fetch):
 def _linear_operands(linear: Op, fetch):
     """A Linear op's ``(x, x_zero_point, weight, bias)``, its optional input shifts moved onto the weight (the
     fused kernels take plain operands: :func:`intsim.ops.matmul.shifted_linear_weight`, the same sums)."""
+    from intsim.ops._derived import derived
     from intsim.ops.matmul import shifted_linear_weight
 
     x, weight, bias = (fetch(name) for name in linear.inputs[:3])
-    x_shift = fetch(linear.inputs[3]) if len(linear.inputs) > 3 else None
-    return x, linear.attrs["x_zero_point"], shifted_linear_weight(weight, x_shift), bias
+    if len(linear.inputs) > 3:  # the shifted weight is derived once per Program constant, not once per batch
+        weight = derived("shifted_linear_weight", (weight, fetch(linear.inputs[3])), shifted_linear_weight)
+    return x, linear.attrs["x_zero_point"], weight, bias
 
 
 def _fused_linear_residual(ops: list[Op], fetch):

@@ -36,6 +36,7 @@ import numpy as np
 
 from intsim._jit import kernel
 from intsim.ops._checks import INT64_MAX, INT64_MIN, as_int_array, check_int, int_range, smallest_code_dtype
+from intsim.ops._derived import derived
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
 from intsim.ops.gelu import lookup_table, table_rows
 from intsim.ops.matmul import (
@@ -77,19 +78,25 @@ _REQUANT_SAFE = 2**31  # |acc| <= 2**31 and |M| < 2**31: requantize proves acc *
 
 def _linear_plan(x, weight, x_zero_point, bias):
     """Validate a linear like :func:`~intsim.ops.integer_linear` (same errors); return ``(operands, output shape,
-    plan)``, the plan ``None`` when the row-blocked float32 product does not apply (no element, or operands so
-    wide that the plan needs a digit split, float64 or int64 loops)."""
+    plan, float32 weight)``, the plan ``None`` when the row-blocked float32 product does not apply (no element, or
+    operands so wide that the plan needs a digit split, float64 or int64 loops), the float32 ``(K, N)`` copy of
+    ``weight.T`` otherwise."""
     op = "integer_linear"
     x2, weight, out_shape = _linear_operands(x, weight, op)
     p = _prepare_matmul(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)
-    columns = column_abs_sum_max(p.b, 0)
-    plan = plan_weight_product(p, columns)
+    # the weight's forms, derived once per weight array (Program constants are the same arrays on every run)
+    columns = derived("column_abs_sum_max", (weight,), lambda w: column_abs_sum_max(w.T, 0))
+    # the plan depends on the weight and on max|x - zp| alone (plan_weight_product): one per weight and input bound
+    plan = derived(f"weight_plan/{p.a_abs}", (weight,), lambda w: plan_weight_product(p, columns))
+    weight_float = None
     if x2.size == 0 or plan.dtype is not np.float32 or plan.split:
         plan = None
+    else:  # weight.T - 0 as float32 (K, N), the product's b
+        weight_float = derived("float32_transposed", (weight,), lambda w: _to_float(w.T, 0, np.float32)[0])
     # |acc + bias| <= max|x - zp| * max_n sum_k |w[n, k]| + max|bias|: tighter than K * max|x| * max|w| when a few
     # weight columns are large (fc2's weights shifted by PTF input factors)
     p = p._replace(bound=min(p.bound, p.a_abs * columns + int(np.abs(p.bias).max(initial=0))))
-    return p, out_shape, plan
+    return p, out_shape, plan, weight_float
 
 
 @kernel
@@ -137,7 +144,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
     epilogue. ``None`` is returned when the requantized range ``[qmin, qmax]`` is not inside the table's declared
     code range (lut_lookup would have to check the codes); bad ``lut`` arguments raise lut_lookup's errors.
     """
-    p, out_shape, plan = _linear_plan(x, weight, x_zero_point, bias)
+    p, out_shape, plan, weight_float = _linear_plan(x, weight, x_zero_point, bias)
     width = out_shape[-1]
     sizes = [width] if len(parts) == 1 else [np.size(part["multiplier"]) for part in parts]
     if sum(sizes) != width:
@@ -175,7 +182,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
         table_bits = table.reshape(-1).view(np.dtype(f"u{table.dtype.itemsize}"))  # a gather copies bits
         def finish(acc, start, stop):
             _finish_requantize_lookup(acc, start, *requant_args, table_bits, table_offsets, store)
-    row_blocked_product(p.a, p.a_zp, _to_float(p.b, 0, np.float32)[0], plan.chunk, finish)
+    row_blocked_product(p.a, p.a_zp, weight_float, plan.chunk, finish)
     out = out.reshape(out_shape)
     bounds = np.cumsum(sizes)[:-1]
     return np.split(out, bounds, axis=-1)
@@ -204,7 +211,7 @@ def linear_residual_add(x, weight, *, x_zero_point=0, bias=None, residual, a_zer
     """
     from intsim.ops.residual import residual_parameters
 
-    p, out_shape, plan = _linear_plan(x, weight, x_zero_point, bias)
+    p, out_shape, plan, weight_float = _linear_plan(x, weight, x_zero_point, bias)
     op = "residual_add"
     a = as_int_array(residual, "a", op)
     if plan is None or a.shape != out_shape:
@@ -223,7 +230,7 @@ def linear_residual_add(x, weight, *, x_zero_point=0, bias=None, residual, a_zer
     store = out.view(np.dtype(f"u{dtype.itemsize}"))
     i64 = np.int64
     row_blocked_product(
-        p.a, p.a_zp, _to_float(p.b, 0, np.float32)[0], plan.chunk,
+        p.a, p.a_zp, weight_float, plan.chunk,
         lambda acc, start, stop: _finish_residual(acc, start, p.bias, a2, i64(a_zp), i64(b_zp), ma, mb, shifts,
                                                   i64(out_zp), i64(qmin), i64(qmax), mode, store),
     )

@@ -46,6 +46,9 @@ How the kernel stays exact at BLAS speed (DESIGN.md section 5)
        per row against int8 values);
     2. else float32 on chunks of ``c = floor(2**24 / (A * B))`` values of ``k`` when ``c >= 64`` (the same
        flops as one call, plus one int64 accumulation pass over the output per chunk);
+       or, when ``b`` is 2-D (a weight), on equal chunks whose column-sum bound ``A * max_n sum_{k in chunk}
+       |b_kn - b_zp|`` is ``<= 2**24`` (:func:`_column_chunk`: longer chunks when a few columns are large,
+       down to :data:`MIN_COLUMN_CHUNK` values when many are, e.g. fc2 over PTF-shifted GELU codes);
     3. else, when ``a`` is the wide operand, a two-digit split ``a - a_zp = hi * 2**s + lo`` with
        ``hi = (a - a_zp) >> s`` (floor) and ``0 <= lo < 2**s``: two float32 products over all of K, exact
        when ``K * (2**s - 1) * B <= 2**24`` and ``K * ceil(A / 2**s) * B <= 2**24`` (the largest such
@@ -112,6 +115,7 @@ __all__ = [
 FLOAT32_EXACT = 2**24  # every integer of magnitude <= 2**24 is a float32
 FLOAT64_EXACT = 2**53  # every integer of magnitude <= 2**53 is a float64
 MIN_FLOAT32_CHUNK = 64  # below this chunk length float64 on fewer chunks is faster than many float32 chunks
+MIN_COLUMN_CHUNK = 32  # shortest K-chunk proved by column sums (before a digit split, which doubles the flops)
 SERIAL_BELOW = 2**16  # products with fewer elements (a + b + out) run their numba loops on one thread
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -466,7 +470,7 @@ def _plan(p: _Operands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64
         if column_chunk is not None:
             return _Plan(np.float32, *column_chunk)
         return _Plan(np.float32, chunk, chunk * product)
-    column_chunk = _column_chunk(p, f32_exact, min_f32_chunk - 1) if p.b.ndim == 2 else None
+    column_chunk = _column_chunk(p, f32_exact, min(min_f32_chunk, MIN_COLUMN_CHUNK) - 1) if p.b.ndim == 2 else None
     if column_chunk is not None:
         return _Plan(np.float32, *column_chunk)
     shift = _split_shift(k, p.a_abs, p.b_abs, f32_exact)
@@ -480,11 +484,8 @@ def _plan(p: _Operands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64
     return _Plan(None, k, whole)
 
 
-_COLUMN_CHUNK_TRIES = 16  # chunk counts tried by _column_chunk (2 .. 17 chunks)
-
-
 def _column_chunk(p: _Operands, limit: int, smallest: int) -> tuple[int, int] | None:
-    """``(chunk, bound)``: the longest K-chunk (more than ``smallest``, at most 17 chunks) such that every chunk's
+    """``(chunk, bound)``: the longest K-chunk (of equal chunks, each longer than ``smallest``) such that every chunk's
     ``max|a - a_zp| * max_n sum_{k in chunk} |b[k, n] - b_zp|`` is ``<= limit``, or ``None``.
 
     Every intermediate of one chunk's float product is a partial sum over a subset of that chunk (module
@@ -496,7 +497,7 @@ def _column_chunk(p: _Operands, limit: int, smallest: int) -> tuple[int, int] | 
         return None
     sums = np.zeros((k + 1, p.b.shape[1]), dtype=np.int64)
     np.cumsum(np.abs(p.b.astype(np.int64) - p.b_zp), axis=0, out=sums[1:])
-    for count in range(2, 2 + _COLUMN_CHUNK_TRIES):
+    for count in range(2, k + 1):
         chunk = -(-k // count)
         if chunk <= smallest:
             return None

@@ -384,3 +384,22 @@ def test_weights_with_a_few_large_columns_get_long_exact_float32_chunks():
     x[:, 7] = 255  # the large column at its largest input
     np.testing.assert_array_equal(integer_linear(x, weight, x_zero_point=3, x_shift=shift),
                                   integer_linear_reference(x, weight, x_zero_point=3, x_shift=shift))
+
+
+def test_weights_shifted_almost_everywhere_get_short_float32_chunks_not_a_digit_split():
+    # ViT-Ti's fc2 over GELU PTF codes: most input channels at 2**4..2**5, so K-chunks proved by column sums are
+    # shorter than MIN_FLOAT32_CHUNK; they still beat the digit split (twice the flops) and keep the fused path
+    from intsim.ops.matmul import MIN_COLUMN_CHUNK, MIN_FLOAT32_CHUNK, _plan, _prepare, shifted_linear_weight
+
+    rng = np.random.default_rng(6)
+    k = 768
+    x = rng.integers(0, 256, (48, k), dtype=np.uint8)
+    weight = rng.integers(-100, 101, (24, k), dtype=np.int8)
+    shift = rng.choice(np.array([0, 4, 5], np.uint8), k, p=[0.05, 0.55, 0.40])
+    p = _prepare(x, shifted_linear_weight(weight, shift).T, 40, 0, None)
+    plan = _plan(p)
+    assert plan.dtype is np.float32 and not plan.split and plan.bound <= 2**24
+    assert MIN_COLUMN_CHUNK <= plan.chunk < MIN_FLOAT32_CHUNK
+    x[:, :] = 255 * (weight[0] > 0)  # the first output at its largest
+    np.testing.assert_array_equal(integer_linear(x, weight, x_zero_point=40, x_shift=shift),
+                                  integer_linear_reference(x, weight, x_zero_point=40, x_shift=shift))
