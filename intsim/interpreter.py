@@ -19,7 +19,7 @@ Op kinds (inputs -> outputs; attributes)
                         signed, rounding``
     ``AttentionScores`` q (B,N,C), k (B,N,C) -> int64 acc (B,H,N,N) per head; ``heads, q_zero_point, k_zero_point``
     ``LogIntSoftmax``   logits (B,H,N,N) -> LIS codes; ``zero_point, bits, signed, x0, b_int, c_int, n``
-    ``UniformSoftmax``  logits -> probability codes; same attributes plus ``out_bits``
+    ``UniformSoftmax``  logits -> probability codes; same attributes plus ``out_bits``, ``full_scale``
     ``AttentionValues`` probs (B,H,N,N), v (B,N,C) -> int64 acc (B,N,C), heads merged; ``heads, v_zero_point,
                         probs`` (``"lis"``: sum of (v - zp) << (15 - A); ``"uniform"``: sum of p * (v - zp))
     ``Lut``             x, table[, rows (C,)] -> codes; ``bits, signed`` (with ``rows``: a 2-D table, row
@@ -137,7 +137,7 @@ EXECUTORS: dict[str, Callable] = {
         x, zero_point=a["zero_point"], constants=_exp_constants(a), bits=a["bits"], signed=a["signed"]),
     "UniformSoftmax": lambda be, a, x: be.ops.uniform_int_softmax(
         x, zero_point=a["zero_point"], constants=_exp_constants(a), bits=a["bits"], signed=a["signed"],
-        out_bits=a["out_bits"]),
+        out_bits=a["out_bits"], full_scale=a["full_scale"]),
     "AttentionValues": _attention_values,
     "Lut": lambda be, a, x, table, rows=None: be.ops.lut_lookup(x, table, bits=a["bits"], signed=a["signed"], rows=rows),
     "SelectToken": lambda be, a, x: x[:, a["index"]],
@@ -227,7 +227,7 @@ def _fused_attention(ops: list[Op], fetch):
     softmax_args = dict(kind="lis" if softmax.kind == "LogIntSoftmax" else "uniform", zero_point=a["zero_point"],
                         constants=_exp_constants(a), bits=a["bits"], signed=a["signed"])
     if softmax.kind == "UniformSoftmax":
-        softmax_args["out_bits"] = a["out_bits"]
+        softmax_args.update(out_bits=a["out_bits"], full_scale=a["full_scale"])
     if values.attrs["heads"] != scores.attrs["heads"] or values.attrs["probs"] != softmax_args["kind"]:
         return None
     q, k = (fetch(name) for name in scores.inputs)

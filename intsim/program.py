@@ -32,7 +32,7 @@ import numpy as np
 __all__ = ["FORMAT_VERSION", "Op", "Program", "ProgramError", "TensorSpec", "load_program", "save_program"]
 
 FORMAT_NAME = "intsim-program"
-FORMAT_VERSION = 2  # 2: optional Linear x_shift and Lut rows inputs (PTF MLP activations)
+FORMAT_VERSION = 3  # 2: optional Linear x_shift and Lut rows inputs (PTF MLP activations); 3: UniformSoftmax full_scale
 _INTEGER_DTYPES = {"uint8", "int8", "uint16", "int16", "int32", "int64"}
 
 

@@ -38,7 +38,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # and lower widths for the record; docs/sweeps.md describes every row.
     "fqvit-ablation": (
         "w8a8a8-minmax", "w8a8a8-ema", "w8a8a8-percentile", "w8a8a8-omse",
-        "w8a8a8-minmax-ptf-fqvit", "w8a8a8-minmax-ptf-lnonly", "w8a8a8-minmax-ptf",
+        "w8a8a8-minmax-ptf-fqvit", "w8a8a8-minmax-ptf-lnonly", "w8a8a8-minmax-ptf-softmax-unscaled", "w8a8a8-minmax-ptf",
         "w8a8a4-minmax-ptf-lis-unscaled", "w8a8a4-minmax-ptf-lis",
         "fqvit-w8a8a8", "fqvit-w8a8a4", "w8a8a8-r12g12", "w8a8a4-r12g12",
         "fqvit-w6a6a4", "fqvit-w4a8a4", "fqvit-w4a4a4",
@@ -187,6 +187,8 @@ def _describe(config: dict) -> list[str]:
     softmax = "LIS 4-bit" if config["attn_bits"] == 4 else f"uniform {config['attn_bits']}-bit"
     if config["attn_bits"] == 4 and config.get("lis_scale", False):
         softmax += ", scaled"
+    if config["attn_bits"] != 4 and config.get("softmax_minmax", False):
+        softmax += ", max-scaled"
     mlp = "PTF" if config.get("mlp_ptf", False) else "per-tensor"
     return [f"W{config['wbits']}A{config['abits']}", config["observer"], "PTF" if config["ptf"] else "per-tensor", mlp,
             softmax]

@@ -314,12 +314,14 @@ def _int_exp_random(rng):
 
 
 # ----------------------------------------------------------------------------------------------- softmax
-def _softmax(label, q, scale, *, zero_point, bits=8, signed=False, mask=None, out_bits=None):
+def _softmax(label, q, scale, *, zero_point, bits=8, signed=False, mask=None, out_bits=None, full_scale=None):
     kwargs = dict(q=np.asarray(q, dtype=_code_dtype(bits, signed)), zero_point=zero_point,
                   constants=i_exp_constants(scale), bits=bits, signed=signed)
     widths = {"q": (bits, signed)}
     if out_bits is not None:
         kwargs["out_bits"] = out_bits
+    if full_scale is not None:
+        kwargs["full_scale"] = full_scale
     if mask is not None:
         kwargs["mask"] = np.asarray(mask, dtype=bool)
         widths["mask"] = (1, False)
@@ -363,6 +365,13 @@ def _uniform_corners():
     rng = np.random.default_rng(5)
     cases.append(_softmax("out_bits_16", _codes(rng, (2, 9), 8, False), 0.1, zero_point=128, out_bits=16))
     cases.append(_softmax("out_bits_4", _codes(rng, (2, 9), 8, False), 0.1, zero_point=128, out_bits=4))
+    # a calibrated full scale (the code of probability 1 beyond 255): large probabilities saturate at 255
+    cases.append(_softmax("full_scale_566_one_hot_saturates", np.eye(4, 16, dtype=np.int64) * 255, 0.2, zero_point=0,
+                          out_bits=8, full_scale=566))
+    cases.append(_softmax("full_scale_566_vit_tiny_row_length_197", _codes(rng, (2, 197), 8, False), 0.03,
+                          zero_point=120, out_bits=8, full_scale=566))
+    cases.append(_softmax("full_scale_2_pow_20", _codes(rng, (2, 9), 8, False), 0.1, zero_point=128, out_bits=8,
+                          full_scale=2**20))
     return cases
 
 

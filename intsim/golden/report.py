@@ -243,10 +243,10 @@ def _log_int_softmax(report, program, op, inputs, outputs):
 
 def _uniform_softmax(report, program, op, inputs, outputs):
     e, total, total_bound = _softmax_exp(report, program, op, inputs[0])
-    levels = 2 ** op.attrs["out_bits"] - 1
-    numerator = e * levels + (total >> 1)
-    report.add("numerator", numerator, bound=(total_bound // e.shape[-1]) * levels + (total_bound >> 1), signed=False)
-    p = numerator // np.maximum(total, 1)
+    levels, full = 2 ** op.attrs["out_bits"] - 1, op.attrs["full_scale"]
+    numerator = e * full + (total >> 1)
+    report.add("numerator", numerator, bound=(total_bound // e.shape[-1]) * full + (total_bound >> 1), signed=False)
+    p = np.minimum(numerator // np.maximum(total, 1), levels)
     report.count("codes at the ends of [0, 2**out_bits - 1]", 0, levels, int((p == 0).sum()), int((p == levels).sum()),
                  p.size)
     return p

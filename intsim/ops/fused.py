@@ -57,13 +57,13 @@ from intsim.ops.softmax import (
     LIS_VALUE_SHIFT,
     ZERO_CODE,
     _check_lis_bound,
-    _check_out_bits,
     _check_uniform_bound,
     _exp_table,
     _log_int_softmax_row,
     _prepare_rows,
     _row_scratch,
     _uniform_int_softmax_row,
+    uniform_levels,
 )
 
 __all__ = ["attention", "linear_requantize", "linear_residual_add"]
@@ -262,7 +262,7 @@ def _gather_heads(q, k, v, first_item, heads, q_zp, k_zp, v_zp, q_float, k_float
 
 @kernel
 def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qmax, logit_mode, lis, table, x0,
-                       b_int, c_int, n, levels, logits, probs, mask, weights, row_sums):
+                       b_int, c_int, n, levels, full, logits, probs, mask, weights, row_sums):
     """Exact float32 scores ``(G, N, N)`` -> logit codes -> softmax codes (the row kernels of
     :mod:`intsim.ops.softmax`) -> the integer weights of ``attn @ V`` as float32 (``2**(15 - code)`` or the
     probability code, both exact), and each row's sum of weights (int64, for the exactness proof of the product)."""
@@ -283,7 +283,7 @@ def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qma
                     weights[g, i, j] = weight
                     total += weight
             else:
-                _uniform_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, levels, scratch, probs)
+                _uniform_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, levels, full, scratch, probs)
                 for j in range(tokens):
                     weights[g, i, j] = probs[i, j]
                     total += probs[i, j]
@@ -352,11 +352,11 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
         return None  # the softmax would have to scan the logits for codes outside its declared range
     if kind == "lis":
         _check_lis_bound(constants, tokens, op)
-        levels = 1
+        levels = full = 1
         weight_bound = 1 << LIS_VALUE_SHIFT
     else:
-        levels = 2 ** _check_out_bits(softmax_args.get("out_bits", 8), op) - 1
-        _check_uniform_bound(constants, tokens, levels, op)
+        levels, full = uniform_levels(softmax_args.get("out_bits", 8), softmax_args.get("full_scale"), op)
+        _check_uniform_bound(constants, tokens, full, op)
         weight_bound = levels
     v_zp = check_int(values["v_zero_point"], "v_zero_point", "lis_attention_values", lo=INT64_MIN, hi=INT64_MAX)
     v_bound = _centred_dtype_bound(v, v_zp)
@@ -374,7 +374,7 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
     per_channel = [np.ascontiguousarray(np.broadcast_to(x, (channels,))) for x in (ctx.multipliers, ctx.shifts)]
     i64 = np.int64
     logit_args = (*per_key, i64(logit.zero_point), i64(logit.qmin), i64(logit.qmax), logit.mode)
-    softmax_kernel_args = (kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n), i64(levels))
+    softmax_kernel_args = (kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n), i64(levels), i64(full))
     context_args = (i64(heads), *per_channel, i64(ctx.zero_point), i64(ctx.qmin), i64(ctx.qmax), ctx.mode)
     store = out.view(np.dtype(f"u{out.dtype.itemsize}"))
     mask = np.ones((1, 1), dtype=np.bool_)

@@ -15,7 +15,8 @@ Run time (integers only), per row ``x_j = q_j - zp`` over the positions taking p
     S     = sum_j e_j                                   # int64, S <= L * (c_int << n)
     LIS:      R_j = (S + (e_j >> 1)) // e_j ;  A_j = msb(R_j) + bit(R_j, msb(R_j) - 1)
               code_j = A_j if e_j > 0 and A_j <= 15 else ZERO_CODE (16)      # probability 2**-A_j, or 0
-    uniform:  p_j = (e_j * (2**out_bits - 1) + (S >> 1)) // S                # scale 1 / (2**out_bits - 1)
+    uniform:  p_j = min((e_j * F + (S >> 1)) // S, 2**out_bits - 1)         # scale 1 / F
+              F = full_scale (default 2**out_bits - 1): the code of probability 1, >= 2**out_bits - 1
 
 ``int_exp`` (I-BERT Algorithm 2, n = 30, as FQ-ViT)::
 
@@ -37,7 +38,9 @@ Integer contract
     Rounding        ``R = round(S / e)`` ties half up (``(S + (e >> 1)) // e``; a tie needs an even ``e``);
                     FQ-ViT rounds half to even in float32. ``log_round`` rounds ``log2 R`` with the threshold
                     ``1.5 * 2**msb`` (FQ-ViT ``QIntSoftmax.log_round``), not ``sqrt(2) * 2**msb``.
-                    Uniform: ``p = round(e * (2**out_bits - 1) / S)`` ties half up (ties need an even ``S``).
+                    Uniform: ``p = round(e * F / S)`` ties half up (ties need an even ``S``), then saturated to
+                    ``2**out_bits - 1``; ``F > 2**out_bits - 1`` spends the codes on probabilities up to
+                    ``(2**out_bits - 1) / F`` (FQ-ViT's minmax observer on the softmax output).
     ``attn @ V``    :func:`lis_attention_values` is exact: ``sum_j (v_j - zp_v) << (15 - code_j)`` over codes
                     ``< 16``, int64, scale ``s_v * 2**-15`` (the code's float product, with no truncation).
 
@@ -211,8 +214,8 @@ def fit_i_exp_constants(scale: float, *, row_length: int, levels: int | None = N
     A fine logit scale (e.g. the ``q k^T`` accumulator's ``s_q s_k / sqrt(d)``, about ``1e-4``) gives a large
     ``c_int`` (about ``1/s**2``), and ``e_max = c_int << n`` times the row length can overflow int64 at FQ-ViT's
     ``n = 30``. ``n`` only sets how far below the row maximum an exp is still non-zero (``2**-n``); the polynomial
-    keeps its precision. ``levels=None`` proves :func:`log_int_softmax`'s bound, an int ``levels`` (``2**bits - 1``)
-    :func:`uniform_int_softmax`'s, for rows of ``row_length``. Raises ``OverflowError`` when even ``n =
+    keeps its precision. ``levels=None`` proves :func:`log_int_softmax`'s bound, an int ``levels`` (the uniform
+    softmax's ``full_scale`` F, by default ``2**bits - 1``) :func:`uniform_int_softmax`'s, for rows of ``row_length``. Raises ``OverflowError`` when even ``n =
     I_EXP_MIN_N`` (16) does not fit.
     """
     op = "fit_i_exp_constants"
@@ -401,10 +404,18 @@ def _check_lis_bound(constants, row_length, op):
         raise _overflow(op, "S + (e >> 1)", bound, constants, row_length)
 
 
-def _check_uniform_bound(constants, row_length, levels, op):
-    """Prove ``e * levels + (S >> 1) + S <= e_max * levels + (L * e_max >> 1) + L * e_max`` fits int64.
+def largest_full_scale(constants, row_length: int) -> int:
+    """The largest uniform ``full_scale`` F whose bound (:func:`_check_uniform_bound`) fits int64 for these constants
+    and rows of ``row_length`` (at most :data:`MAX_FULL_SCALE`); plan time."""
+    e_max = constants.e_max
+    room = INT64_MAX - ((row_length * e_max) >> 1) - row_length * e_max
+    return max(0, min(MAX_FULL_SCALE, room // max(e_max, 1)))
 
-    The numerator ``e * levels + (S >> 1)`` and, in the kernel's exact division, the products
+
+def _check_uniform_bound(constants, row_length, levels, op):
+    """Prove ``e * F + (S >> 1) + S <= e_max * F + (L * e_max >> 1) + L * e_max`` fits int64 (``levels`` = F).
+
+    The numerator ``e * F + (S >> 1)`` and, in the kernel's exact division, the products
     ``quotient * S <= numerator + S`` of its integer correction step (see ``_uniform_int_softmax_row``).
     """
     e_max = constants.e_max
@@ -659,22 +670,34 @@ def _check_out_bits(out_bits, op):
     return check_int(out_bits, "out_bits", op, lo=1, hi=16)
 
 
+MAX_FULL_SCALE = 2**20  # the uniform softmax's full_scale F: 2**out_bits - 1 <= F <= 2**20
+
+
+def uniform_levels(out_bits, full_scale, op):
+    """``(2**out_bits - 1, F)`` validated: ``F = full_scale`` (``None``: ``2**out_bits - 1``) in
+    ``[2**out_bits - 1, 2**20]``."""
+    levels = 2 ** _check_out_bits(out_bits, op) - 1
+    if full_scale is None:
+        return levels, levels
+    return levels, check_int(full_scale, "full_scale", op, lo=levels, hi=MAX_FULL_SCALE)
+
+
 def uniform_int_softmax_reference(
-    q, *, zero_point, constants, bits=8, signed=False, out_bits=8, mask=None
+    q, *, zero_point, constants, bits=8, signed=False, out_bits=8, full_scale=None, mask=None
 ) -> np.ndarray:
     """Reference (the specification) of :func:`uniform_int_softmax`."""
     op = "uniform_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
-    levels = 2 ** _check_out_bits(out_bits, op) - 1
-    _check_uniform_bound(constants, q.shape[-1], levels, op)
+    levels, full = uniform_levels(out_bits, full_scale, op)
+    _check_uniform_bound(constants, q.shape[-1], full, op)
     e, total = _row_exp_reference(q, zero_point, constants, mask)
     # S == 0 only for a fully masked row, where every e is 0: the numerator is 0 and so is p
-    p = (e * levels + (total >> 1)) // np.maximum(total, 1)  # round(e * levels / S), ties half up
-    return p.astype(smallest_code_dtype(0, levels))
+    p = (e * full + (total >> 1)) // np.maximum(total, 1)  # round(e * F / S), ties half up
+    return np.minimum(p, levels).astype(smallest_code_dtype(0, levels))
 
 
 @kernel
-def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, scratch, out):
+def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out):
     """One row of :func:`uniform_int_softmax` into ``out[row]``; ``scratch`` as for :func:`_log_int_softmax_row`."""
     length = q.shape[1]
     found, top = _row_max(q, row, has_mask, mask)
@@ -689,40 +712,43 @@ def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n,
     half = total >> 1
     inverse = 1.0 / np.float64(total)
     for j in range(length):
-        numerator = exps[j] * levels + half  # a masked key has e = 0
+        numerator = exps[j] * full + half  # a masked key has e = 0
         # floor(numerator / total) exactly: a float64 estimate (relative error < 2**-50, and the quotient is at most
-        # `levels` < 2**16, so it is off by at most one) corrected with exact integer comparisons
+        # F + 1 <= 2**20 + 1, so it is off by at most one) corrected with exact integer comparisons
         quotient = np.int64(np.float64(numerator) * inverse)
         quotient -= quotient * total > numerator
         quotient += (quotient + 1) * total <= numerator
-        out[row, j] = quotient
+        out[row, j] = min(quotient, levels)
 
 
 @parallel_kernel
-def _uniform_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, levels, out):
+def _uniform_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, levels, full, out):
     rows = q.shape[0]
     for task in prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
         scratch = _row_scratch(q.shape[1], table)
         for row in range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK)):
-            _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, scratch, out)
+            _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
 
 
 @kernel
-def _uniform_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, levels, out):
+def _uniform_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, levels, full, out):
     scratch = _row_scratch(q.shape[1], table)
     for row in range(q.shape[0]):
-        _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, scratch, out)
+        _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
 
 
 def uniform_int_softmax(
-    q, *, zero_point, constants, bits=8, signed=False, out_bits=8, mask=None
+    q, *, zero_point, constants, bits=8, signed=False, out_bits=8, full_scale=None, mask=None
 ) -> np.ndarray:
-    """A uniform integer softmax over the last axis: ``p = round(e * (2**out_bits - 1) / S)``, ties half up.
+    """A uniform integer softmax over the last axis: ``p = min(round(e * F / S), 2**out_bits - 1)``, ties half up.
 
-    Same ``e`` and ``S`` as :func:`log_int_softmax`; ``p = (e * (2**out_bits - 1) + (S >> 1)) // S`` in int64
-    (proved: ``e_max * (2**out_bits - 1) + (L * e_max >> 1)`` fits). Output codes in ``[0, 2**out_bits - 1]``
-    (``out_bits`` 1..16; uint8 for 8 bits), real scale ``1 / (2**out_bits - 1)``, zero point 0: a one-hot row
-    gives ``2**out_bits - 1`` at its maximum, a fully masked row all 0. Rows need not sum to ``2**out_bits - 1``.
+    Same ``e`` and ``S`` as :func:`log_int_softmax`; ``p = min((e * F + (S >> 1)) // S, 2**out_bits - 1)`` in
+    int64 (proved: ``e_max * F + (L * e_max >> 1)`` fits). ``F`` = ``full_scale``, the code of probability 1:
+    ``2**out_bits - 1`` by default (real scale ``1 / (2**out_bits - 1)``, no saturation), or a calibrated integer
+    up to 2**20 (scale ``1 / F``: the codes cover probabilities up to ``(2**out_bits - 1) / F``, larger ones
+    saturate; FQ-ViT's minmax observer on the softmax output). Output codes in ``[0, 2**out_bits - 1]``
+    (``out_bits`` 1..16; uint8 for 8 bits), zero point 0: a one-hot row gives ``2**out_bits - 1`` at its
+    maximum, a fully masked row all 0. Rows need not sum to ``F``.
 
     >>> uniform_int_softmax(np.array([[200, 193, 186, 0], [9, 9, 9, 9]], dtype=np.uint8), zero_point=0,
     ...                     constants=i_exp_constants(0.1))
@@ -731,11 +757,11 @@ def uniform_int_softmax(
     """
     op = "uniform_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
-    levels = 2 ** _check_out_bits(out_bits, op) - 1
-    _check_uniform_bound(constants, q.shape[-1], levels, op)
+    levels, full = uniform_levels(out_bits, full_scale, op)
+    _check_uniform_bound(constants, q.shape[-1], full, op)
     kernels = (_uniform_int_softmax_serial, _uniform_int_softmax_parallel)
     out_dtype = smallest_code_dtype(0, levels)
-    return _run_rows(kernels, q, bits, signed, constants, mask, out_dtype, np.int64(levels))
+    return _run_rows(kernels, q, bits, signed, constants, mask, out_dtype, np.int64(levels), np.int64(full))
 
 
 # --------------------------------------------------------------------------------------------- attn @ V

@@ -29,6 +29,8 @@ class QuantConfig:
     ptf_alpha_max: int = 7  # PTF factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3; ViT-Ti needs 7)
     ptf_search_zero_point: bool = True  # PTF zero point by least squared error (FQ-ViT: from the layer-wide range)
     lis_scale: bool = True  # calibrate the LIS value scale so rows sum to 1 on average (FQ-ViT: 1; attn_bits 4)
+    softmax_minmax: bool = True  # uniform softmax (attn_bits 5..8): scale = largest calibrated probability / (2**b - 1)
+    #                              (FQ-ViT's minmax observer on the softmax output); False: 1 / (2**b - 1)
     mlp_ptf: bool = True  # power-of-two factors for the fc1 output (GELU index) and the GELU output (fc2 input)
     gelu: str = "lut"  # per-code table built at export
     residual_bits: int | None = None  # residual stream (LayerNorm inputs, PTF) width; None: abits (FQ-ViT)
@@ -101,6 +103,8 @@ CONFIGS.update(
         _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-fqvit", observer="minmax", ptf=True, ptf_alpha_max=3,
                  ptf_search_zero_point=False, mlp_ptf=False),
         _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis", observer="minmax", ptf=True),
+        # the uniform softmax at the fixed scale 1/255 (the whole [0, 1]) instead of the calibrated largest probability
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-softmax-unscaled", observer="minmax", ptf=True, softmax_minmax=False),
         # FQ-ViT's LIS values 2**-A (scale 1): rows sum to about 1.1 on ViT-Ti
         _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis-unscaled", observer="minmax", ptf=True, lis_scale=False),
         *(_derived("fqvit-w8a8a4", f"fqvit-w{wbits}a{abits}a4", wbits=wbits, abits=abits)

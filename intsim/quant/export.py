@@ -23,7 +23,7 @@ from intsim.ops import (
     quantize_multiplier,
     residual_add_constants,
 )
-from intsim.ops.softmax import LIS_VALUE_SHIFT, fit_i_exp_constants
+from intsim.ops.softmax import LIS_VALUE_SHIFT, fit_i_exp_constants, largest_full_scale
 from intsim.program import Op, Program, TensorSpec
 from intsim.quant.qparams import PtfQParams, QParams
 from intsim.quant.vit import QuantViT, unit_scale
@@ -173,8 +173,19 @@ class _Exporter:
                   q_zero_point=q_qp.zero_point, k_zero_point=k_qp.zero_point)
         # the softmax reads the scores accumulator itself, at scale s_q s_k / sqrt(d): an 8-bit logit quantizer
         # (FQ-ViT's) cost 3 points of top-1 on ViT-Ti, and the fine scale keeps I-BERT's x0 = floor(-ln2/s) exact
-        levels = None if self.config.softmax == "lis" else 2**self.config.attn_bits - 1
-        c = fit_i_exp_constants(logit_scale, row_length=tokens, levels=levels)
+        full_scale = None  # uniform softmax: the code of probability 1 (calibrated, or 2**bits - 1)
+        if self.config.softmax != "lis":
+            probs_qp = self.q.qparams.get(f"{p}.attn.probs")
+            full_scale = 2**self.config.attn_bits - 1 if probs_qp is None else probs_qp.full_scale
+        try:
+            c = fit_i_exp_constants(logit_scale, row_length=tokens, levels=full_scale)
+        except OverflowError:
+            if full_scale is None:
+                raise
+            # a fine logit scale leaves no int64 room for e * F: keep the fixed scale's exp constants and the
+            # largest F they allow (>= 2**bits - 1, which they were fitted for)
+            c = fit_i_exp_constants(logit_scale, row_length=tokens, levels=2**self.config.attn_bits - 1)
+            full_scale = max(2**self.config.attn_bits - 1, min(full_scale, largest_full_scale(c, tokens)))
         exp_attrs = dict(zero_point=0, bits=scores_bits, signed=True, x0=c.x0, b_int=c.b_int, c_int=c.c_int, n=c.n)
         v_span = max(v_qp.zero_point, v_qp.qmax - v_qp.zero_point)
         if self.config.softmax == "lis":
@@ -187,10 +198,10 @@ class _Exporter:
             probs_scale, probs_kind, bound = lis_scale * 2.0**-LIS_VALUE_SHIFT, "lis", tokens * v_span << LIS_VALUE_SHIFT
         else:
             levels = 2**self.config.attn_bits - 1
-            self.b.tensor(f"{p}.attn.probs", self.config.attn_bits, False, scale=1.0 / levels)
+            self.b.tensor(f"{p}.attn.probs", self.config.attn_bits, False, scale=1.0 / full_scale)
             self.b.op("UniformSoftmax", f"{p}.attn.probs", [scores], [f"{p}.attn.probs"],
-                      out_bits=self.config.attn_bits, **exp_attrs)
-            probs_scale, probs_kind, bound = 1.0 / levels, "uniform", tokens * v_span * levels
+                      out_bits=self.config.attn_bits, full_scale=full_scale, **exp_attrs)
+            probs_scale, probs_kind, bound = 1.0 / full_scale, "uniform", tokens * v_span * levels
         values = self.b.tensor(f"{p}.attn.values", _signed_bits(bound), True, scale=probs_scale * v_qp.scale)
         self.b.op("AttentionValues", f"{p}.attn.values", [f"{p}.attn.probs", f"{p}.attn.v"], [values], heads=heads,
                   v_zero_point=v_qp.zero_point, probs=probs_kind)

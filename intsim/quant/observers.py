@@ -36,6 +36,7 @@ from intsim.quant.qparams import (
     LisQParams,
     PtfQParams,
     QParams,
+    UniformProbsQParams,
     _check_finite_float,
     _check_float_tensor,
     asymmetric_qparams,
@@ -53,6 +54,7 @@ __all__ = [
     "OmseObserver",
     "PerChannelMinMaxObserver",
     "PercentileObserver",
+    "SoftmaxMaxObserver",
     "make_observer",
 ]
 
@@ -402,6 +404,34 @@ class LisScaleObserver:
         if self.rows == 0 or self.total <= 0.0:
             raise RuntimeError(f"{type(self).__name__}: no attention row observed yet (call update() first)")
         return LisQParams(self.rows / self.total)
+
+
+class SoftmaxMaxObserver:
+    """Largest float attention probability seen: FQ-ViT's minmax observer on the softmax output (``min`` is 0).
+
+    :meth:`qparams` gives :class:`~intsim.quant.qparams.UniformProbsQParams` with ``full_scale = floor((2**bits - 1)
+    / largest)`` (at least ``2**bits - 1``, at most 2**20): the code ``2**bits - 1`` then stands for a probability
+    no larger than the largest one seen, so calibration rows never saturate.
+    """
+
+    name = "softmax_max"
+
+    def __init__(self, bits: int = 8) -> None:
+        self.bits = check_bits(bits, type(self).__name__)
+        self.largest = 0.0
+
+    def update(self, probs: torch.Tensor) -> None:
+        probs = _check_float_tensor(probs, "probs", f"{type(self).__name__}.update")
+        if probs.numel():
+            self.largest = max(self.largest, float(probs.max()))
+
+    def qparams(self) -> UniformProbsQParams:
+        from intsim.ops.softmax import MAX_FULL_SCALE
+
+        if self.largest <= 0.0:
+            raise RuntimeError(f"{type(self).__name__}: no positive attention probability observed yet (call update() first)")
+        levels = 2**self.bits - 1
+        return UniformProbsQParams(min(max(math.floor(levels / min(self.largest, 1.0)), levels), MAX_FULL_SCALE), self.bits)
 
 
 OBSERVERS: dict[str, type[Observer]] = {

@@ -43,6 +43,7 @@ __all__ = [
     "PtfQParams",
     "QParams",
     "SymmetricWeights",
+    "UniformProbsQParams",
     "asymmetric_qparams",
     "ptf_qparams",
     "symmetric_weight_qparams",
@@ -359,6 +360,41 @@ class LisQParams:
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """``scale * 2**-A`` for ``A < 16``, 0 for code 16."""
         return torch.where(codes < 16, torch.pow(2.0, -codes) * self.scale, torch.zeros_like(codes))
+
+
+@dataclass(frozen=True)
+class UniformProbsQParams:
+    """The uniform integer softmax's quantizer of attention probabilities: codes ``min(rhe(p * F), 2**bits - 1)``.
+
+    ``full_scale`` F is the code of probability 1 (real value of code ``q``: ``q / F``): ``2**bits - 1`` keeps the
+    whole ``[0, 1]`` (intsim's fixed scale), a larger F spends the codes on ``[0, (2**bits - 1) / F]`` and
+    saturates larger probabilities. FQ-ViT quantizes the softmax output with its activation observer (minmax:
+    scale = largest probability / (2**bits - 1)); :class:`~intsim.quant.observers.SoftmaxMaxObserver` gives
+    ``F = floor((2**bits - 1) / largest probability)``. The integer ``uniform_int_softmax`` takes F as its
+    ``full_scale`` (``min((e * F + (S >> 1)) // S, 2**bits - 1)``); this is its fake-quant view.
+    """
+
+    full_scale: int
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        from intsim.ops.softmax import MAX_FULL_SCALE
+
+        op = "UniformProbsQParams"
+        bits = check_bits(self.bits, op)
+        object.__setattr__(self, "bits", bits)
+        object.__setattr__(self, "full_scale", check_int(self.full_scale, "full_scale", op, lo=2**bits - 1, hi=MAX_FULL_SCALE))
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits - 1
+
+    def quantize(self, probs: torch.Tensor) -> torch.Tensor:
+        """Codes of probabilities in ``[0, 1]`` (same dtype, integer-valued)."""
+        return torch.round(probs * self.full_scale).clamp(0, self.levels)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return codes / self.full_scale
 
 
 _PTF_CHUNK_ELEMENTS = 1 << 22  # rows per chunk of the alpha search: bounds the float64 temporaries to ~32 MiB each

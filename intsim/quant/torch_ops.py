@@ -64,7 +64,7 @@ from intsim.ops.layernorm import (
 from intsim.ops.matmul import MAX_INPUT_SHIFT
 from intsim.ops.requant import MAX_SHIFT, MULTIPLIER_BITS
 from intsim.ops.rounding import rounding_code
-from intsim.ops.softmax import LIS_VALUE_SHIFT, ZERO_CODE, IExpConstants
+from intsim.ops.softmax import LIS_VALUE_SHIFT, ZERO_CODE, IExpConstants, uniform_levels
 
 __all__ = [
     "FLOAT64_EXACT",
@@ -592,23 +592,25 @@ def log_int_softmax(q, *, zero_point, constants, bits=8, signed=False, mask=None
     return out.reshape(shape)
 
 
-def uniform_int_softmax(q, *, zero_point, constants, bits=8, signed=False, out_bits=8, mask=None) -> torch.Tensor:
-    """Torch twin of :func:`intsim.ops.softmax.uniform_int_softmax`: ``p = (e*(2**out_bits - 1) + (S >> 1)) // S``.
+def uniform_int_softmax(q, *, zero_point, constants, bits=8, signed=False, out_bits=8, full_scale=None,
+                        mask=None) -> torch.Tensor:
+    """Torch twin of :func:`intsim.ops.softmax.uniform_int_softmax`: ``p = min((e*F + (S >> 1)) // S, 2**out_bits - 1)``.
 
-    Same ``e``/``S`` as :func:`log_int_softmax`; ``S = 0`` (fully masked row) gives 0. int64 codes in
-    ``[0, 2**out_bits - 1]``; ``OverflowError`` when ``e_max*levels + (L*e_max >> 1) + L*e_max`` does not fit int64.
+    Same ``e``/``S`` as :func:`log_int_softmax`; ``F = full_scale`` (default ``2**out_bits - 1``); ``S = 0`` (fully
+    masked row) gives 0. int64 codes in ``[0, 2**out_bits - 1]``; ``OverflowError`` when ``e_max*F + (L*e_max >> 1)
+    + L*e_max`` does not fit int64.
     """
     op = "uniform_int_softmax"
     shape, rows, mask_rows, c = _softmax_rows(q, zero_point, constants, bits, signed, mask, op)
-    levels = 2 ** check_int(out_bits, "out_bits", op, lo=1, hi=16) - 1
+    levels, full = uniform_levels(out_bits, full_scale, op)
     length = shape[-1]
-    bound = c.e_max * levels + ((length * c.e_max) >> 1) + length * c.e_max  # the numpy side's bound, exactly
+    bound = c.e_max * full + ((length * c.e_max) >> 1) + length * c.e_max  # the numpy side's bound, exactly
     if bound > INT64_MAX:
-        raise _overflow(op, f"e * {levels} + (S >> 1) + S", bound, c, length)
+        raise _overflow(op, f"e * {full} + (S >> 1) + S", bound, c, length)
     out = torch.empty_like(rows)
     for part in _row_chunks(rows.shape[0], length):
         e, total = _row_exps(rows[part], None if mask_rows is None else mask_rows[part], c)
-        out[part] = (e * levels + (total >> 1)) // total.clamp_min(1)  # round(e * levels / S), ties half up
+        out[part] = ((e * full + (total >> 1)) // total.clamp_min(1)).clamp_max(levels)  # round(e * F / S), ties half up
     return out.reshape(shape)
 
 

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from intsim.quant.configs import QuantConfig
-from intsim.quant.observers import LisScaleObserver, PerChannelMinMaxObserver, make_observer
-from intsim.quant.qparams import LisQParams, PtfQParams, QParams, symmetric_weight_qparams
+from intsim.quant.observers import LisScaleObserver, PerChannelMinMaxObserver, SoftmaxMaxObserver, make_observer
+from intsim.quant.qparams import LisQParams, PtfQParams, QParams, UniformProbsQParams, symmetric_weight_qparams
 
 __all__ = ["QuantViT", "QuantizedLinear", "unit_scale", "unsupported_reason"]
 
@@ -171,9 +171,13 @@ class QuantViT(torch.nn.Module):
         # a Linear over PTF codes names their factors (x_shift): that fixes the base scale, its bias's unit
         factors = {op.inputs[0]: program.constants[op.inputs[3]] for op in program.ops
                    if op.kind == "Linear" and len(op.inputs) > 3}
+        full_scales = {op.outputs[0]: op.attrs["full_scale"] for op in program.ops if op.kind == "UniformSoftmax"}
         for name, spec in program.tensors.items():
             if name.endswith(".probs") and qvit.config.softmax == "lis" and spec.scale is not None:
                 qparams[name] = LisQParams(spec.scale)
+                continue
+            if name in full_scales:
+                qparams[name] = UniformProbsQParams(full_scales[name], spec.bits)
                 continue
             if spec.kind != "activation" or spec.scale is None or name.endswith((".acc", ".scores", ".values", ".probs", "patches")):
                 continue
@@ -263,16 +267,17 @@ class QuantViT(torch.nn.Module):
         lis = self.config.softmax == "lis"
         if self.mode == "calibrate" and lis and self.config.lis_scale:
             self.observers.setdefault(name, LisScaleObserver()).update(probs.detach())
+        if self.mode == "calibrate" and not lis and self.config.softmax_minmax:
+            self.observers.setdefault(name, SoftmaxMaxObserver(self.config.attn_bits)).update(probs.detach())
         if self.mode != "fast":
             return probs
         if lis:
             quantizer = self.qparams.get(name, LisQParams())
-            codes = quantizer.quantize(probs)
-            values = quantizer.dequantize(codes)
         else:
             levels = 2**self.config.attn_bits - 1
-            codes = torch.round(probs * levels).clamp(0, levels)
-            values = codes / levels
+            quantizer = self.qparams.get(name, UniformProbsQParams(levels, self.config.attn_bits))
+        codes = quantizer.quantize(probs)
+        values = quantizer.dequantize(codes)
         if self.codes is not None:
             self.codes[name] = codes.to(torch.int64)
         return values.to(probs.dtype)

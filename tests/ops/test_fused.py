@@ -163,6 +163,8 @@ def attention_cases(draw):
                    constants=i_exp_constants(draw(st.floats(0.02, 0.5))))
     if kind == "uniform":
         softmax["out_bits"] = draw(st.integers(1, 8))
+        levels = 2 ** softmax["out_bits"] - 1
+        softmax["full_scale"] = draw(st.none() | st.integers(levels, 4 * levels + 3))  # None: 2**out_bits - 1
     context = draw(requant_params(channels))
     context["shift"] = np.array([draw(st.integers(30, 50)) for _ in context["shift"]])
     return dict(q=q, k=k, v=v, heads=heads, q_zero_point=draw(st.integers(0, 255)),

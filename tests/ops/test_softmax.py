@@ -81,12 +81,13 @@ def exact_lis(case) -> np.ndarray:
     return out
 
 
-def exact_uniform(case, out_bits) -> np.ndarray:
+def exact_uniform(case, out_bits, full_scale=None) -> np.ndarray:
     levels = 2**out_bits - 1
+    full = levels if full_scale is None else full_scale
     out = np.empty(case["q"].shape, dtype=np.int64)
     for index, e, total in exact_row_exps(case):
         for j, ej in enumerate(e):
-            out[index + (j,)] = math.floor(Fraction(ej * levels, total) + Fraction(1, 2)) if total else 0
+            out[index + (j,)] = min(math.floor(Fraction(ej * full, total) + Fraction(1, 2)), levels) if total else 0
     return out
 
 
@@ -494,6 +495,33 @@ def test_uniform_int_softmax_kernel_matches_reference(case, out_bits):
 def test_uniform_int_softmax_reference_matches_exact_python_ints(case, out_bits):
     got = uniform_int_softmax_reference(**case, out_bits=out_bits).astype(np.int64)
     np.testing.assert_array_equal(got, exact_uniform(case, out_bits))
+
+
+@given(sst.softmax_cases(max_bits=12), st.integers(1, 12), st.data())
+def test_uniform_full_scale_kernel_reference_and_python_fractions_agree(case, out_bits, data):
+    # a calibrated full scale F >= 2**out_bits - 1 (the code of probability 1): round(e * F / S), saturated
+    levels = 2**out_bits - 1
+    full = data.draw(st.sampled_from([levels, levels + 1, 2 * levels + 1]) | st.integers(levels, 2**16 - 1), "full_scale")
+    want = exact_uniform(case, out_bits, full)
+    np.testing.assert_array_equal(uniform_int_softmax_reference(**case, out_bits=out_bits, full_scale=full).astype(np.int64), want)
+    np.testing.assert_array_equal(uniform_int_softmax(**case, out_bits=out_bits, full_scale=full).astype(np.int64), want)
+
+
+def test_uniform_full_scale_saturates_large_probabilities_and_keeps_small_ones_finer():
+    q = np.array([[200, 0, 0, 0], [10, 10, 10, 10]], dtype=np.uint8)
+    c = i_exp_constants(0.1)
+    plain = uniform_int_softmax(q, zero_point=0, constants=c)
+    fine = uniform_int_softmax(q, zero_point=0, constants=c, full_scale=566)
+    assert plain[0, 0] == 255 and fine[0, 0] == 255  # 566 * ~1 saturates at the top code
+    assert plain[1].tolist() == [64] * 4 and fine[1].tolist() == [142] * 4  # round(566 / 4) = 142 (141.5 up)
+
+
+@pytest.mark.parametrize("implementation", [uniform_int_softmax, uniform_int_softmax_reference])
+def test_uniform_full_scale_outside_its_range_is_refused(implementation):
+    with pytest.raises(ValueError, match="full_scale = 254"):
+        implementation(Q, zero_point=0, constants=C01, full_scale=254)
+    with pytest.raises(ValueError, match="full_scale = 1048577"):
+        implementation(Q, zero_point=0, constants=C01, full_scale=2**20 + 1)
 
 
 @pytest.mark.parametrize("length, want", [(1, 255), (2, 128), (3, 85), (4, 64), (5, 51), (6, 43), (197, 1)])

@@ -163,11 +163,14 @@ def test_log_int_softmax_matches_reference(case):
     assert ours.numel() == 0 or 0 <= int(ours.min()) <= int(ours.max()) <= ZERO_CODE
 
 
-@given(sst.softmax_cases(constants=sst.i_exp_constant_sets() | sst.raw_i_exp_constants()), st.integers(1, 16))
-def test_uniform_int_softmax_matches_reference(case, out_bits):
+@given(sst.softmax_cases(constants=sst.i_exp_constant_sets() | sst.raw_i_exp_constants()), st.integers(1, 16),
+       st.data())
+def test_uniform_int_softmax_matches_reference(case, out_bits, data):
     mask_as_numpy = ("mask",) if out_bits % 2 else ()  # the mask may come as numpy or torch
-    ours = tops.uniform_int_softmax(**torch_case(case, keep_numpy=mask_as_numpy), out_bits=out_bits)
-    assert_same(ours, ops.uniform_int_softmax_reference(**case, out_bits=out_bits))
+    levels = 2**out_bits - 1
+    full = data.draw(st.none() | st.integers(levels, 2**16 - 1), "full_scale")  # None: 2**out_bits - 1
+    ours = tops.uniform_int_softmax(**torch_case(case, keep_numpy=mask_as_numpy), out_bits=out_bits, full_scale=full)
+    assert_same(ours, ops.uniform_int_softmax_reference(**case, out_bits=out_bits, full_scale=full))
 
 
 @settings(max_examples=100)
