@@ -9,7 +9,9 @@
 
 Without ``--model`` the embedded digits ViT is used, with its own calibration and held-out images, so every
 command runs on a fresh machine with no data. Every failure (missing or corrupt file, bad folder, unknown
-name) prints one message naming the file or option and exits with status 2; no partial output is left.
+name) prints one message naming the file or option and exits with status 2; no partial output is left. Every
+command that reads a Program reads it through :func:`load_program_argument`, so a corrupt or hand-edited Program
+(checked on load: docs/program.md) is refused the same way by ``run``, ``check``, ``golden`` and ``report``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import intsim  # first: sets OMP_WAIT_POLICY before torch or numba start their thread pools
@@ -47,6 +50,20 @@ def _check_output(path: str | None, option: str) -> None:
         raise ValueError(f"{option} {path} is a folder; give a file name")
 
 
+def load_program_argument(args):
+    """The Program file ``args.program``, loaded and checked by :func:`intsim.program.load_program`; the one way
+    every command reads a Program. A defect raises ``ProgramError`` (``main`` prints it as one line, status 2); the
+    warning of a format-3 file is printed as one line ``intsim COMMAND: warning: ...``."""
+    from intsim.program import UncheckedProgramWarning, load_program
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UncheckedProgramWarning)
+        program = load_program(args.program)
+    for warning in caught:
+        print(f"intsim {args.command}: warning: {warning.message}", file=sys.stderr)
+    return program
+
+
 def _config(args):
     from intsim.quant.configs import make_config
 
@@ -71,9 +88,8 @@ def _run(args) -> int:
 
     from intsim.data import Preprocess, load_image
     from intsim.interpreter import run_program
-    from intsim.program import load_program
 
-    program = load_program(args.program)
+    program = load_program_argument(args)
     preprocess = Preprocess.from_config(program.metadata["preprocess"])
     names = program.metadata.get("class_names") or []
     import numpy as np
@@ -91,11 +107,10 @@ def _run(args) -> int:
 
 def _check(args) -> int:
     from intsim.evaluate import check_program, labelled_batches, load_float_model, model_mismatch
-    from intsim.program import load_program
     from intsim.quant.vit import QuantViT
 
     _check_output(args.json, "--json")
-    program = load_program(args.program)
+    program = load_program_argument(args)
     model, preprocess, _, name = load_float_model(args.model, args.weights)
     qvit = QuantViT.from_program(model, program)
     mismatch = model_mismatch(qvit, program)

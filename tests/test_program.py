@@ -10,13 +10,15 @@ from intsim.program import FORMAT_VERSION, Op, Program, ProgramError, TensorSpec
 
 def tiny_program() -> Program:
     return Program(
-        ops=[Op("Requantize", "head.requant", ["x"], ["y"], dict(multiplier="m", shift=3, rounding="half_up"))],
+        ops=[Op("Requantize", "head.requant", ["x", "m", "k"], ["y"], dict(zero_point=3, qmin=0, qmax=255,
+                                                                            rounding="half_up"))],
         tensors={
             "x": TensorSpec(bits=32, signed=True, kind="input", shape=[4]),
             "m": TensorSpec(bits=32, signed=True, kind="constant", shape=[4]),
+            "k": TensorSpec(bits=3, signed=False, kind="constant", shape=[1]),
             "y": TensorSpec(bits=8, signed=False, zero_point=3, scale=0.5, kind="output", shape=[4]),
         },
-        constants={"m": np.array([1, 2, 3, 4], dtype=np.int32)},
+        constants={"m": np.array([1, 2, 3, 4], dtype=np.int32), "k": np.array([3], dtype=np.uint8)},
         metadata={"model": "tiny"},
     )
 

@@ -3,10 +3,10 @@
     intsim golden PROGRAM [--data DIR|IMAGE ...] [--limit N] --output DIR [--formats npy,hex,bin]
     intsim diff GOLDEN DUT [--json FILE]
     intsim report PROGRAM [--data DIR|IMAGE ...] [--limit N] [--json FILE]
-    intsim vectors OP [--count N] [--seed S] --output DIR [--formats npy,hex,bin]
+    intsim vectors OP [--count N] [--seed S] [--rounding MODE] --output DIR [--formats npy,hex,bin]
 
 Without ``--data``, a Program of the embedded digits model runs on the embedded held-out digits (``golden``: the
-first one unless ``--limit`` says more). Errors are ``ValueError`` / ``ProgramError`` naming the file, line or
+first one unless ``--limit`` says more). PROGRAM is read by :func:`intsim.cli.load_program_argument`. Errors are ``ValueError`` / ``ProgramError`` naming the file, line or
 option; ``intsim.cli.main`` prints them as one line and exits with status 2.
 """
 
@@ -54,12 +54,12 @@ def load_images(program, data: list[str] | None, limit: int | None, *, default_l
 
 
 def _golden(args) -> int:
+    from intsim.cli import load_program_argument
     from intsim.golden.formats import parse_formats
     from intsim.golden.writer import write_golden
-    from intsim.program import load_program
 
     formats = parse_formats(args.formats)
-    program = load_program(args.program)
+    program = load_program_argument(args)
     images = load_images(program, args.data, args.limit, default_limit=1)
     start = time.perf_counter()
     tree = write_golden(program, images, args.output, formats=formats)
@@ -82,12 +82,11 @@ def _diff(args) -> int:
 def _report(args) -> int:
     import numpy as np
 
-    from intsim.cli import _check_output, _write_json
+    from intsim.cli import _check_output, _write_json, load_program_argument
     from intsim.golden.report import AccumulatorReport, format_report
-    from intsim.program import load_program
 
     _check_output(args.json, "--json")
-    program = load_program(args.program)
+    program = load_program_argument(args)
     images = load_images(program, args.data, args.limit)
     batches = [np.stack([pixels for _, pixels in images[i : i + args.batch_size]])
                for i in range(0, len(images), args.batch_size)]
@@ -101,7 +100,8 @@ def _vectors(args) -> int:
     from intsim.golden.formats import parse_formats
     from intsim.golden.vectors import write_vectors
 
-    tree = write_vectors(args.op, args.output, count=args.count, seed=args.seed, formats=parse_formats(args.formats))
+    tree = write_vectors(args.op, args.output, count=args.count, seed=args.seed, rounding=args.rounding,
+                         formats=parse_formats(args.formats))
     print(f"wrote {args.output}: {args.op} vectors, {tree.files} files, {tree.bytes / 2**10:.1f} KiB")
     return 0
 
@@ -139,6 +139,8 @@ def add_commands(commands) -> None:
     vectors.add_argument("op", help="an op of intsim.ops (see intsim ops)")
     vectors.add_argument("--count", type=int, default=8, help="random cases on top of the corner cases (default 8)")
     vectors.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
+    vectors.add_argument("--rounding", help="rounding mode of an op that rounds: half_up (default), half_even, half_away; "
+                                            "each mode's suite holds exact ties that catch a DUT rounding another way")
     vectors.add_argument("-o", "--output", required=True, help="folder to create (must not exist, or be empty)")
     vectors.add_argument("--formats", default="npy,hex,bin", help=formats_help)
     vectors.set_defaults(handler=_vectors)
