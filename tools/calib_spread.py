@@ -1,7 +1,8 @@
 """How much top-1 moves with the calibration images: the same configuration calibrated on random subsets.
 
     python tools/calib_spread.py --model vit_tiny_patch16_224 --weights W --calib DIR --data DIR \
-        [-c fqvit-w8a8a8] [--subsets 4] [--subset-size 224] [--integer] [--limit N] [--json FILE]
+        [-c fqvit-w8a8a8] [--subsets 4] [--subset-size 224] [--grid-bits 14,15,17] [--integer] [--limit N] \
+        [--json FILE]
 
 On 500 validation images one image is 0.2 points of top-1, so a method's effect of a few tenths is within the
 noise of which images calibrated it. This calibrates the configuration once on the whole ``--calib`` folder and
@@ -10,6 +11,10 @@ then on ``--subsets`` random subsets of ``--subset-size`` of its images (seeded:
 of the logits over the validation images (a paired, far less noisy measure), and with ``--integer`` the same for
 the exported integer Program (its int32 logits times the logits' scale). Prints a table (and the spread: mean,
 min, max, standard deviation of each column) and writes everything as JSON. Deterministic for the same arguments.
+
+``--grid-bits`` adds rows calibrated on the whole folder with the scale grid (``intsim.quant.qparams.snap_scale``,
+16 significant bits by default) at other widths: every scale moves by at most ~1e-5 relative, so these rows show
+how much top-1 moves for reasons that have nothing to do with a method (which borderline images flip).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("-c", "--config", default="fqvit-w8a8a8", help="named configuration (default fqvit-w8a8a8)")
     parser.add_argument("--subsets", type=int, default=4, help="random calibration subsets (default 4)")
     parser.add_argument("--subset-size", type=int, default=224, help="images per subset (default 224)")
+    parser.add_argument("--grid-bits", default="", help="comma-separated scale-grid widths for extra rows (e.g. 14,15,17)")
     parser.add_argument("--integer", action="store_true", help="also run the exported integer Program (slower)")
     parser.add_argument("--limit", type=int, help="validation images (default all)")
     parser.add_argument("--json", help="write the results to this JSON file")
@@ -65,6 +71,7 @@ def main(argv=None) -> int:
 
     import intsim  # noqa: F401  (sets the OpenMP wait policy before torch loads)
     from intsim.evaluate import calibrate, calibration_batches, float_logits, labelled_batches, load_float_model
+    from intsim.quant import qparams
     from intsim.quant.configs import get_config
     from intsim.quant.export import export_program
 
@@ -79,11 +86,16 @@ def main(argv=None) -> int:
         (f"subset {i}", np.sort(np.random.default_rng(i).permutation(len(calib))[: args.subset_size]))
         for i in range(args.subsets)
     ]
+    shipped_grid = qparams.SCALE_GRID_BITS
+    grids = [int(bits) for bits in args.grid_bits.split(",") if bits.strip()]
+    sets = [(label, index, shipped_grid) for label, index in sets]
+    sets += [(f"grid {bits} bits", np.arange(len(calib)), bits) for bits in grids]
     reference = None
     rows = []
     start = time.perf_counter()
-    for label, index in tqdm(sets, desc="calibration sets", unit="set"):
+    for label, index, grid_bits in tqdm(sets, desc="calibration sets", unit="set"):
         images = calib[index]
+        qparams.SCALE_GRID_BITS = grid_bits  # read by snap_scale at calibration time
         qvit = calibrate(model, preprocess, config, None, calib_batches=[images[i : i + 32] for i in range(0, len(images), 32)],
                          progress=False)
         if reference is None:
@@ -91,18 +103,19 @@ def main(argv=None) -> int:
         program = export_program(qvit, model_name=name, class_names=class_names, preprocess=preprocess.to_config()) \
             if args.integer else None
         rows.append({"calibration": label, "images": len(index), **_measure(qvit, program, val, reference, labels)})
+    qparams.SCALE_GRID_BITS = shipped_grid
 
     columns = [key for key in rows[0] if key not in ("calibration", "images")]
     print(f"{args.config} on {len(labels)} images of {args.data} (float top-1 "
           f"{100.0 * float((reference.argmax(1) == labels).mean()):.2f} %)")
-    print(f"{'calibration':12s} {'images':>6s} " + " ".join(f"{c:>16s}" for c in columns))
+    print(f"{'calibration':16s} {'images':>6s} " + " ".join(f"{c:>16s}" for c in columns))
     for row in rows:
-        print(f"{row['calibration']:12s} {row['images']:6d} " + " ".join(f"{row[c]:16.4f}" for c in columns))
+        print(f"{row['calibration']:16s} {row['images']:6d} " + " ".join(f"{row[c]:16.4f}" for c in columns))
     spread = {c: {"mean": statistics.fmean(r[c] for r in rows), "min": min(r[c] for r in rows),
                   "max": max(r[c] for r in rows), "stdev": statistics.stdev(r[c] for r in rows) if len(rows) > 1 else 0.0}
               for c in columns}
     for stat in ("mean", "min", "max", "stdev"):
-        print(f"{stat:12s} {'':6s} " + " ".join(f"{spread[c][stat]:16.4f}" for c in columns))
+        print(f"{stat:16s} {'':6s} " + " ".join(f"{spread[c][stat]:16.4f}" for c in columns))
     print(f"{time.perf_counter() - start:.0f} s")
     if args.json:
         with open(args.json, "w") as handle:

@@ -1,10 +1,18 @@
 """Op-level vector cases for every op of :data:`intsim.ops.OPS`: explicit corner cases plus seeded random ones.
 
-Each :class:`OpCases` says which keyword arguments of the op are data ``inputs`` and which are ``params``
-(constants: multipliers, shifts, tables, ...), lists the corner cases (ties for each rounding mode, saturation at
-both ends, zero-variance LayerNorm rows, equal / one-hot / masked softmax rows, extreme codes, ...), draws random
-cases from a ``numpy.random.Generator``, and states the declared width of every array and of the output.
-Scalars (zero points, ranges, rounding, ``bits``) and the constants objects become the case's attributes.
+Each :class:`OpCases` names the op's manifest ``kind`` (the Program op kind it implements, docs/program.md, or the
+CamelCase of a building block that is no Program op), says which keyword arguments of the op are data ``inputs``
+and which are ``params`` (constants: multipliers, shifts, tables, ...) and under which **role** each appears in the
+manifest (the Program kind's argument name: ``ptf_layernorm``'s ``q`` is LayerNorm's ``x``), which attribute gives
+each operand's zero point, lists the corner cases (exact ties, saturation at both ends, zero-variance LayerNorm
+rows, equal / one-hot / masked softmax rows, extreme codes, ...), draws random cases from a
+``numpy.random.Generator``, and states the declared width of every array and of the output. Scalars (zero points,
+ranges, rounding, ``bits``) and the integer fields of a constants object become the case's attributes.
+
+Ops with a ``rounding`` argument (:func:`takes_rounding`: requantize, ptf_layernorm, residual_add) get one suite
+per rounding mode: every case of it, corner or random, rounds that way, and its ``ties_<mode>`` case holds at
+least 32 exact ties of both signs and both floor parities (built with :mod:`intsim.golden.ties`), so a DUT that
+rounds another way fails it.
 
 Declared widths: codes carry the width the op's contract gives them (``bits`` / ``signed`` arguments, ``qmin`` /
 ``qmax``); multipliers are 32-bit signed, shifts 6-bit unsigned; accumulator outputs (matmul, linear,
@@ -15,13 +23,16 @@ Floats appear only here, at plan time (``layernorm_constants``, ``i_exp_constant
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from intsim.golden.formats import width_of_range
+from intsim.golden.ties import layernorm_tie_constants, power_of_two_sigma_rows, tie_operand
 from intsim.ops import (
+    OPS,
     ZERO_CODE,
     build_gelu_lut,
     i_exp_constants,
@@ -31,7 +42,7 @@ from intsim.ops import (
 )
 from intsim.ops.rounding import ROUNDING_MODES
 
-__all__ = ["SUITES", "Case", "OpCases", "output_width"]
+__all__ = ["SUITES", "Case", "OpCases", "output_width", "takes_rounding"]
 
 MODES = tuple(ROUNDING_MODES)
 MULTIPLIER = (32, True)
@@ -49,12 +60,27 @@ class Case:
 
 @dataclass(frozen=True)
 class OpCases:
-    name: str
+    """The suite of one op. ``corners(**mode)`` and ``random(rng, **mode)`` take ``rounding=MODE`` exactly when
+    the op does (:func:`takes_rounding`)."""
+
+    name: str  # the intsim.ops function
+    kind: str  # the manifest's op kind
     inputs: tuple[str, ...]
     params: tuple[str, ...]
-    corners: Callable[[], list[Case]]
-    random: Callable[[np.random.Generator], Case]
+    corners: Callable[..., list[Case]]
+    random: Callable[..., Case]
     output: Callable[[Case], tuple[int, bool]]  # declared width of the op's output for this case
+    roles: dict = field(default_factory=dict)  # argument -> manifest role, where they differ
+    zero_points: dict = field(default_factory=dict)  # argument (or "out") -> the attribute holding its zero point
+
+    def role(self, argument: str) -> str:
+        return self.roles.get(argument, argument)
+
+
+def takes_rounding(op: str) -> bool:
+    """Does the op of :data:`intsim.ops.OPS` named ``op`` take a ``rounding`` argument?"""
+    spec = next(spec for spec in OPS if spec.name == op)
+    return "rounding" in inspect.signature(spec.kernel).parameters
 
 
 def _range(bits: int, signed: bool) -> tuple[int, int]:
@@ -97,20 +123,33 @@ def _requantize(label, acc, acc_bits, multiplier, shift, *, zero_point=0, qmin=-
     return Case(label, kwargs, {"acc": (acc_bits, True), "multiplier": MULTIPLIER, "shift": SHIFT})
 
 
-def _requantize_corners():
-    cases = []
-    ties = np.concatenate([np.arange(-12, 13), [-(2**31) + 2, 2**31 - 2]])[:, None]  # /4: ties at x = 2 mod 4
-    for mode in MODES:
-        cases.append(_requantize(f"ties_{mode}", ties, 32, [1], [2], qmin=-(2**31), qmax=2**31 - 1, rounding=mode))
+_REQUANT_TIE_CHANNELS = ((1, 1), (3 << 29, 32), (-(5 << 27), 31), (1 << 30, 40))  # (M, k): 0 to 30 trailing zeros
+_TIE_TARGETS = tuple(range(-8, 8))  # floors of both signs and parities
+
+
+def _requantize_ties(rounding):
+    """``acc * M`` an exact tie of the shift ``k`` in every element: 16 rows (floors -8..7 and +-2**20) x 4 channels."""
+    targets = (*_TIE_TARGETS, -(2**20), 2**20 - 1)
+    acc = np.array([[tie_operand(0, m, k, target) for m, k in _REQUANT_TIE_CHANNELS] for target in targets])
+    multiplier, shift = zip(*_REQUANT_TIE_CHANNELS)
+    return _requantize(f"ties_{rounding}", acc, 32, multiplier, shift, zero_point=-5, qmin=-(2**31), qmax=2**31 - 1,
+                       rounding=rounding)
+
+
+def _requantize_corners(rounding):
     edges = np.array([-1000, -129, -128, -127, 0, 126, 127, 128, 1000])[:, None]
-    cases.append(_requantize("saturation_both_ends", edges, 11, [2**30], [30], zero_point=128, qmin=0, qmax=255))
     extremes = np.array([[-(2**31)] * 2, [2**31 - 1] * 2, [-1] * 2, [0] * 2, [1] * 2])
-    cases.append(_requantize("extreme_codes", extremes, 32, [2**31 - 1, -(2**31 - 1)], [31, 62], zero_point=-128))
-    cases.append(_requantize("zero_multiplier", np.arange(-3, 4)[:, None], 3, [0], [0], zero_point=5))
-    return cases
+    return [
+        _requantize_ties(rounding),
+        _requantize("saturation_both_ends", edges, 11, [2**30], [30], zero_point=128, qmin=0, qmax=255,
+                    rounding=rounding),
+        _requantize("extreme_codes", extremes, 32, [2**31 - 1, -(2**31 - 1)], [31, 62], zero_point=-128,
+                    rounding=rounding),
+        _requantize("zero_multiplier", np.arange(-3, 4)[:, None], 3, [0], [0], zero_point=5, rounding=rounding),
+    ]
 
 
-def _requantize_random(rng):
+def _requantize_random(rng, rounding):
     rows, channels = int(rng.integers(1, 5)), int(rng.integers(1, 9))
     acc_bits = int(rng.integers(8, 33))
     acc = _codes(rng, (rows, channels), acc_bits, True)
@@ -120,7 +159,7 @@ def _requantize_random(rng):
     bits, signed = [(8, True), (8, False), (16, True), (4, False)][int(rng.integers(4))]
     qmin, qmax = _range(bits, signed)
     return _requantize("random", acc, acc_bits, multiplier, shift, zero_point=int(rng.integers(qmin, qmax + 1)),
-                       qmin=qmin, qmax=qmax, rounding=MODES[int(rng.integers(3))])
+                       qmin=qmin, qmax=qmax, rounding=rounding)
 
 
 # ------------------------------------------------------------------------------------ matmul and linear
@@ -254,37 +293,44 @@ def _layernorm(label, q, alpha, gamma, beta, out_scale, *, zero_point, bits=8, s
     return Case(label, kwargs, widths)
 
 
-def _layernorm_corners():
+_LN_TIE_ALPHA = (0, 1, 0, 0, 1, 0, 0, 1)
+_LN_TIE_M = (1, -1, 2, 1, -1, 1, -2, 1)  # the output of a row is t * m * 2**(4 - p) + b + 1/2, t = C x_hat - S1
+_LN_TIE_SHIFT = (42, 42, 20, 12, 42, 30, 25, 42)
+_LN_TIE_BIAS = (-2, 0, 1, -1, 2, 0, -3, 1)
+
+
+def _layernorm_ties(rounding):
+    """6 rows whose sigma is 16 (or a smaller power of two), constants that make every ``n * M + B`` an exact tie."""
+    rows, _ = power_of_two_sigma_rows(6, _LN_TIE_ALPHA, zero_point=128, spread=3, max_log2=4, seed=2)
+    multiplier, bias, shift = layernorm_tie_constants(_LN_TIE_M, _LN_TIE_SHIFT, _LN_TIE_BIAS, 4)
+    return _layernorm(f"ties_{rounding}", rows, _LN_TIE_ALPHA, None, None, None, zero_point=128, out_zero_point=128,
+                      rounding=rounding, constants={"multiplier": multiplier, "bias": bias, "shift": shift})
+
+
+def _layernorm_corners(rounding):
     rng = np.random.default_rng(3)
     gamma, beta = rng.normal(1.0, 0.3, 8), rng.normal(0.0, 0.5, 8)
     constant_rows = np.array([[128] * 8, [200] * 8, [0] * 8, [255] * 8])
-    cases = [
-        _layernorm("zero_variance_rows", constant_rows, 2, gamma, beta, 0.05, zero_point=128),
-        _layernorm("single_channel", [[0], [17], [255]], 1, [1.5], [0.25], 0.05, zero_point=100),
-    ]
-    tie_bias = np.array([8, 24, -8, -24, 40, -40, 7, -9])  # / 2**4: ties at +-0.5, +-1.5, +-2.5
-    for mode in MODES:
-        constants = {"multiplier": [2**30] * 8, "bias": tie_bias, "shift": [4] * 8}
-        cases.append(_layernorm(f"ties_{mode}", [[128] * 8] * 2, 0, None, None, None, zero_point=128,
-                                out_zero_point=0, qmin=-128, qmax=127, rounding=mode, constants=constants))
     spread = _codes(rng, (3, 16), 8, False)
-    cases += [
-        _layernorm("saturation_both_ends", spread, 0, 1.0, 0.0, 0.001, zero_point=128),
+    return [
+        _layernorm_ties(rounding),
+        _layernorm("zero_variance_rows", constant_rows, 2, gamma, beta, 0.05, zero_point=128, rounding=rounding),
+        _layernorm("single_channel", [[0], [17], [255]], 1, [1.5], [0.25], 0.05, zero_point=100, rounding=rounding),
+        _layernorm("saturation_both_ends", spread, 0, 1.0, 0.0, 0.001, zero_point=128, rounding=rounding),
         _layernorm("extreme_codes_alpha_0_to_7", np.tile([0, 255], (2, 8)), np.arange(16) % 8, rng.normal(1, 0.3, 16),
-                   rng.normal(0, 0.5, 16), 0.05, zero_point=0),
+                   rng.normal(0, 0.5, 16), 0.05, zero_point=0, rounding=rounding),
         _layernorm("signed_4bit_input", _codes(rng, (3, 8), 4, True), rng.integers(0, 4, 8), gamma, beta, 0.05,
-                   zero_point=-3, bits=4, signed=True, out_zero_point=0, qmin=-128, qmax=127, rounding="half_even"),
+                   zero_point=-3, bits=4, signed=True, out_zero_point=0, qmin=-128, qmax=127, rounding=rounding),
     ]
-    return cases
 
 
-def _layernorm_random(rng):
+def _layernorm_random(rng, rounding):
     rows = int(rng.integers(1, 5))
     channels = int(rng.choice([1, 2, 3, 8, 16, 64]))
     return _layernorm("random", _codes(rng, (rows, channels), 8, False), rng.integers(0, 4, channels),
                       rng.normal(1.0, 0.3, channels), rng.normal(0.0, 0.5, channels), float(rng.uniform(0.02, 0.1)),
                       zero_point=int(rng.integers(0, 256)), out_zero_point=int(rng.integers(0, 256)),
-                      rounding=MODES[int(rng.integers(3))])
+                      rounding=rounding)
 
 
 # ----------------------------------------------------------------------------------------------- int_exp
@@ -483,56 +529,74 @@ def _residual(label, a, a_w, b, b_w, a_multiplier, b_multiplier, shift, *, a_zer
     return Case(label, kwargs, widths)
 
 
-def _residual_corners():
+_RESIDUAL_TIE_CHANNELS = ((1, 1, 1), (15 << 20, 1 << 20, 24), (33 << 25, -(3 << 25), 30), (7 << 28, 5 << 28, 36))
+
+
+def _residual_ties(rounding):
+    """``(a - 120) * Ma + (b + 3) * Mb`` an exact tie of the shift in every element (16 rows x 4 (Ma, Mb, k))."""
+    a = np.array([[120 + (7 * r + 3 * c) % 41 - 20 for c in range(4)] for r in range(len(_TIE_TARGETS))])
+    b = np.array([[tie_operand((a[r, c] - 120) * ma, mb, k, target) - 3 for c, (ma, mb, k) in
+                   enumerate(_RESIDUAL_TIE_CHANNELS)] for r, target in enumerate(_TIE_TARGETS)])
+    ma, mb, k = zip(*_RESIDUAL_TIE_CHANNELS)
+    return _residual(f"ties_{rounding}", a, (8, False), b, (32, True), ma, mb, k, a_zero_point=120, b_zero_point=-3,
+                     out_zero_point=100, qmin=0, qmax=255, rounding=rounding)
+
+
+def _residual_corners(rounding):
     rng = np.random.default_rng(8)
-    a, b = np.meshgrid(np.arange(125, 132), np.arange(-4, 5), indexing="ij")  # (a - 128) + b in [-7, 7]
-    a, b = a.reshape(-1, 1), b.reshape(-1, 1)
-    cases = [_residual(f"ties_{mode}", a, (8, False), b, (32, True), [1], [1], [1], a_zero_point=128, b_zero_point=0,
-                       rounding=mode) for mode in MODES]
     edge_a = np.array([0, 255, 0, 255, 128])[:, None]
     edge_b = np.array([-200, 200, 0, 0, 0])[:, None]
-    cases += [
+    ma, mb, k = residual_add_constants(np.full(8, 0.05) * 2.0 ** rng.integers(0, 4, 8), 1e-4 * rng.uniform(0.5, 2, 8), 0.06)
+    return [
+        _residual_ties(rounding),
         _residual("saturation_both_ends", edge_a, (8, False), edge_b, (32, True), [2**30], [2**30], [30],
-                  a_zero_point=128, b_zero_point=0, out_zero_point=128, qmin=0, qmax=255),
+                  a_zero_point=128, b_zero_point=0, out_zero_point=128, qmin=0, qmax=255, rounding=rounding),
         _residual("extreme_codes_int32_b", np.array([[0, 255]] * 3),
                   (8, False), np.array([[-(2**31), 2**31 - 1], [2**31 - 1, -(2**31)], [0, 0]]), (32, True),
                   [2**30, 2**30 - 1], [2**30, 2**30 - 1], [62, 40], a_zero_point=255, b_zero_point=0,
-                  out_zero_point=0, qmin=-(2**15), qmax=2**15 - 1),
+                  out_zero_point=0, qmin=-(2**15), qmax=2**15 - 1, rounding=rounding),
+        _residual("per_channel_ptf", _codes(rng, (4, 8), 8, False), (8, False), _codes(rng, (4, 8), 20, True),
+                  (20, True), ma, mb, k, a_zero_point=120, b_zero_point=0, out_zero_point=125, qmin=0, qmax=255,
+                  rounding=rounding),
     ]
-    ma, mb, k = residual_add_constants(np.full(8, 0.05) * 2.0 ** rng.integers(0, 4, 8), 1e-4 * rng.uniform(0.5, 2, 8), 0.06)
-    cases.append(_residual("per_channel_ptf", _codes(rng, (4, 8), 8, False), (8, False), _codes(rng, (4, 8), 20, True),
-                           (20, True), ma, mb, k, a_zero_point=120, b_zero_point=0, out_zero_point=125, qmin=0, qmax=255))
-    return cases
 
 
-def _residual_random(rng):
+def _residual_random(rng, rounding):
     rows, channels = int(rng.integers(1, 5)), int(rng.integers(1, 9))
     ma, mb, k = residual_add_constants(rng.uniform(0.01, 0.1, channels), rng.uniform(1e-5, 1e-3, channels),
                                        float(rng.uniform(0.02, 0.1)))
     return _residual("random", _codes(rng, (rows, channels), 8, False), (8, False),
                      _codes(rng, (rows, channels), 20, True), (20, True), ma, mb, k,
                      a_zero_point=int(rng.integers(0, 256)), b_zero_point=0, out_zero_point=int(rng.integers(0, 256)),
-                     qmin=0, qmax=255, rounding=MODES[int(rng.integers(3))])
+                     qmin=0, qmax=255, rounding=rounding)
 
 
 # -------------------------------------------------------------------------------------------- the table
 SUITES: dict[str, OpCases] = {suite.name: suite for suite in (
-    OpCases("requantize", ("acc",), ("multiplier", "shift"), _requantize_corners, _requantize_random, _output_range),
-    OpCases("integer_matmul", ("a", "b"), ("bias",), _matmul_corners, _matmul_random, _matmul_output),
-    OpCases("integer_linear", ("x",), ("weight", "bias", "x_shift"), _linear_corners, _linear_random, _linear_output),
-    OpCases("isqrt", ("n",), (), _isqrt_corners, _isqrt_random, lambda case: (32, False)),
-    OpCases("ptf_layernorm", ("q",), ("alpha", "multiplier", "bias", "shift"), _layernorm_corners,
-            _layernorm_random, _output_range),
-    OpCases("int_exp", ("x",), (), _int_exp_corners, _int_exp_random, _int_exp_output),
-    OpCases("log_int_softmax", ("q", "mask"), (), lambda: _softmax_corners(None),
-            lambda rng: _softmax_random(rng, None), lambda case: (5, False)),
-    OpCases("uniform_int_softmax", ("q", "mask"), (), _uniform_corners, _uniform_random,
-            lambda case: (case.kwargs["out_bits"], False)),
-    OpCases("lis_attention_values", ("codes", "v"), (), _lis_corners, _lis_random, _lis_output),
-    OpCases("lut_lookup", ("codes",), ("table", "rows"), _lut_corners, _lut_random, lambda case: case.widths["table"]),
-    OpCases("i_gelu", ("x",), (), _i_gelu_corners, _i_gelu_random, _i_gelu_output),
-    OpCases("residual_add", ("a", "b"), ("a_multiplier", "b_multiplier", "shift"), _residual_corners,
-            _residual_random, _output_range),
+    OpCases("requantize", "Requantize", ("acc",), ("multiplier", "shift"), _requantize_corners, _requantize_random,
+            _output_range, zero_points={"out": "zero_point"}),
+    OpCases("integer_matmul", "IntegerMatmul", ("a", "b"), ("bias",), _matmul_corners, _matmul_random, _matmul_output,
+            zero_points={"a": "a_zero_point", "b": "b_zero_point"}),
+    OpCases("integer_linear", "Linear", ("x",), ("weight", "bias", "x_shift"), _linear_corners, _linear_random,
+            _linear_output, zero_points={"x": "x_zero_point"}),
+    OpCases("isqrt", "Isqrt", ("n",), (), _isqrt_corners, _isqrt_random, lambda case: (32, False)),
+    OpCases("ptf_layernorm", "LayerNorm", ("q",), ("alpha", "multiplier", "bias", "shift"), _layernorm_corners,
+            _layernorm_random, _output_range, roles={"q": "x"},
+            zero_points={"q": "zero_point", "out": "out_zero_point"}),
+    OpCases("int_exp", "IntExp", ("x",), (), _int_exp_corners, _int_exp_random, _int_exp_output),
+    OpCases("log_int_softmax", "LogIntSoftmax", ("q", "mask"), (), lambda: _softmax_corners(None),
+            lambda rng: _softmax_random(rng, None), lambda case: (5, False), roles={"q": "logits"},
+            zero_points={"q": "zero_point"}),
+    OpCases("uniform_int_softmax", "UniformSoftmax", ("q", "mask"), (), _uniform_corners, _uniform_random,
+            lambda case: (case.kwargs["out_bits"], False), roles={"q": "logits"}, zero_points={"q": "zero_point"}),
+    OpCases("lis_attention_values", "LisAttentionValues", ("codes", "v"), (), _lis_corners, _lis_random, _lis_output,
+            roles={"codes": "probs"}, zero_points={"v": "v_zero_point"}),
+    OpCases("lut_lookup", "Lut", ("codes",), ("table", "rows"), _lut_corners, _lut_random,
+            lambda case: case.widths["table"], roles={"codes": "x"}),
+    OpCases("i_gelu", "IGelu", ("x",), (), _i_gelu_corners, _i_gelu_random, _i_gelu_output),
+    OpCases("residual_add", "ResidualAdd", ("a", "b"), ("a_multiplier", "b_multiplier", "shift"), _residual_corners,
+            _residual_random, _output_range,
+            zero_points={"a": "a_zero_point", "b": "b_zero_point", "out": "out_zero_point"}),
 )}
 
 

@@ -6,7 +6,8 @@ compared element by element with the golden tensor. Tensors are visited in progr
 then for every op its params and its outputs), so the **first mismatch** is the first op, in program order, whose
 output (or param) differs: downstream differences usually follow from it.
 
-Bad input raises ``ValueError`` naming the file (and line): a folder without a golden manifest, a DUT holding no
+Bad input raises ``ValueError`` naming the file (and line): a folder without a golden manifest (or with one of
+another schema version: regenerate it), a DUT holding no
 golden file, a DUT manifest of another Program (or suite) or listing files that are missing, a DUT file of the wrong
 size or shape, a malformed hex line, a golden file that no longer matches its manifest's SHA-256.
 """
@@ -54,11 +55,11 @@ def _program_order(manifest: dict) -> list[tuple[str, str | None, str]]:
             order.append((name, None, "input"))
             seen.add(name)
     for entry in manifest["ops"]:
-        for name in entry["inputs"]:
+        for role, name in entry["inputs"].items():
             if name not in seen and manifest["tensors"].get(name, {}).get("kind") in ("constant", "input"):
-                order.append((name, entry["name"], "param" if name in entry["params"] else "input"))
+                order.append((name, entry["name"], "param" if role in entry["params"] else "input"))
                 seen.add(name)
-        for name in entry["outputs"]:
+        for name in entry["outputs"].values():
             order.append((name, entry["name"], "output"))
             seen.add(name)
     return order

@@ -1,7 +1,8 @@
 """The golden manifest: ``manifest.json`` at the root of a golden tree, its JSON schema and its byte format.
 
 The schema ships in the package (``intsim/golden/manifest.schema.json``, :func:`load_schema`) and is documented
-in ``docs/golden.md``. :func:`dumps` writes the one canonical byte form (sorted keys, one-space indent, lists
+in ``docs/golden.md``. Every op entry names its tensors by **role** (:data:`INPUT_ROLES`: the argument names of
+docs/program.md; outputs ``out``, or ``out0``, ``out1``, ... for a Split), never by position. :func:`dumps` writes the one canonical byte form (sorted keys, one-space indent, lists
 of numbers on one line, a final newline, no timestamps), so two runs give identical bytes.
 :func:`read_manifest` loads and validates a tree's manifest, raising ``ValueError`` naming the file.
 """
@@ -13,10 +14,42 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "dumps", "load_schema", "read_manifest", "validate_manifest"]
+__all__ = ["INPUT_ROLES", "MANIFEST_NAME", "SCHEMA_VERSION", "dumps", "input_roles", "load_schema", "output_roles",
+           "read_manifest", "validate_manifest"]
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: roles, real zero points in op suites, per-op rounding and function, layout rules
+INPUT_ROLES = {  # Program op kind -> its inputs' roles, in the Program's argument order (docs/program.md)
+    "Patchify": ("pixels",),
+    "Linear": ("x", "weight", "bias", "x_shift"),
+    "Requantize": ("acc", "multiplier", "shift"),
+    "Split": ("x",),
+    "PrependToken": ("x", "token"),
+    "ResidualAdd": ("a", "b", "a_multiplier", "b_multiplier", "shift"),
+    "LayerNorm": ("x", "alpha", "multiplier", "bias", "shift"),
+    "AttentionScores": ("q", "k"),
+    "LogIntSoftmax": ("logits",),
+    "UniformSoftmax": ("logits",),
+    "AttentionValues": ("probs", "v"),
+    "Lut": ("x", "table", "rows"),
+    "SelectToken": ("x",),
+}
+
+
+def input_roles(kind: str, inputs) -> dict[str, str]:
+    """Role -> tensor name for the ``inputs`` (in argument order) of an op of ``kind``; trailing optional inputs
+    (Linear's ``x_shift``, Lut's ``rows``) may be absent. ``ValueError`` for an unknown kind or too many inputs."""
+    roles = INPUT_ROLES.get(kind)
+    if roles is None or len(inputs) > len(roles):
+        raise ValueError(f"op kind {kind!r} with {len(inputs)} inputs has no manifest roles "
+                         f"(known kinds: {', '.join(INPUT_ROLES)})")
+    return dict(zip(roles, inputs))
+
+
+def output_roles(outputs) -> dict[str, str]:
+    """Role -> tensor name of an op's outputs: ``out`` for one output, ``out0``, ``out1``, ... for several."""
+    outputs = list(outputs)
+    return {"out": outputs[0]} if len(outputs) == 1 else {f"out{index}": name for index, name in enumerate(outputs)}
 
 
 @cache
@@ -32,9 +65,12 @@ def validate_manifest(manifest: dict, where: str = MANIFEST_NAME) -> None:
     """
     if not isinstance(manifest, dict):
         raise ValueError(f"{where}: a manifest is a JSON object, got {type(manifest).__name__}")
-    if manifest.get("schema_version") != SCHEMA_VERSION or manifest.get("format") != "intsim-golden":
-        raise ValueError(f"{where}: not an intsim golden manifest of schema version {SCHEMA_VERSION} "
-                         f"(format {manifest.get('format')!r}, schema_version {manifest.get('schema_version')!r})")
+    if manifest.get("format") != "intsim-golden":
+        raise ValueError(f"{where}: not an intsim golden manifest (format {manifest.get('format')!r})")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{where}: manifest schema version {manifest.get('schema_version')!r}, but this intsim reads "
+                         f"version {SCHEMA_VERSION}; regenerate the tree with this intsim (intsim golden / intsim "
+                         f"vectors, or python tools/make_golden.py for the committed set)")
     try:
         import jsonschema
     except ImportError:

@@ -10,7 +10,9 @@ Tree layout (``STEP`` is zero-padded to at least 3 digits, so a plain ``ls`` lis
     img0001/...                   the next image
 
 An op's inputs are earlier files (a previous op's output, ``pixels`` or a param), so each tensor is written once;
-the manifest's ``ops`` list names, for every op, its inputs, outputs, params and integer attributes.
+the manifest's ``ops`` list names, for every op, its inputs and outputs by role (``{"acc": ..., "multiplier": ...}``),
+its params, integer attributes, rounding mode and the ``intsim.ops`` function (and ``golden/ops`` suite) that
+computes it.
 """
 
 from __future__ import annotations
@@ -21,15 +23,32 @@ import numpy as np
 
 import intsim
 from intsim.golden.formats import FORMAT_LAYOUT, FORMATS
-from intsim.golden.manifest import SCHEMA_VERSION
+from intsim.golden.manifest import SCHEMA_VERSION, input_roles, output_roles
 from intsim.golden.tree import TreeWriter, tensor_record
 from intsim.program import Program
 
-__all__ = ["INLINE_PARAM_LIMIT", "GOLDEN_LAYOUT", "golden_manifest_base", "op_entry", "write_golden"]
+__all__ = ["INLINE_PARAM_LIMIT", "GOLDEN_LAYOUT", "LAYOUT_RULES", "golden_manifest_base", "op_entry", "op_function",
+           "write_golden"]
 
 INLINE_PARAM_LIMIT = 4096  # vector params (rank <= 1) up to this many elements are also written into the manifest
+LAYOUT_RULES = {  # recorded in every manifest's "layout" (with the formats' rules), so a tree explains itself
+    "roles": "ops[].inputs and ops[].outputs map a role (the op kind's argument name, docs/golden.md) to a tensor "
+             "name: match files by role, never by position; ops[].params lists the roles that are constants and "
+             "ops[].param_values holds their values by role",
+    "per_channel": "a param of shape (C,) holds one value per channel of the LAST axis of the tensor it applies to: "
+                   "element i (in C order) uses param[i % C]; a param of shape (1,) applies to every element",
+    "broadcast": "an operand with fewer or size-1 axes (ResidualAdd's b = pos_embed (1, N, C)) broadcasts to the "
+                 "other by numpy's rules, axes aligned at the last",
+    "zero_points": "every tensor's zero_point is the one the op's attributes give that operand or output (e.g. "
+                   "Requantize's zero_point on its output, ResidualAdd's a/b/out zero points): real = (code - "
+                   "zero_point) * scale; accumulators, params and indices have 0",
+    "rounding": "ops[].rounding is the op's tie rule (half_up, half_even, half_away; null: the op does not round); "
+                "the top-level rounding is the one every rounding op of the tree uses (null: none rounds)",
+}
+_FUNCTIONS = {"Linear": "integer_linear", "Requantize": "requantize", "ResidualAdd": "residual_add",
+              "LayerNorm": "ptf_layernorm", "AttentionScores": "integer_matmul", "LogIntSoftmax": "log_int_softmax",
+              "UniformSoftmax": "uniform_int_softmax", "Lut": "lut_lookup"}
 GOLDEN_LAYOUT = {
-    **FORMAT_LAYOUT,
     "folders": "params/STEP_NAME.FMT: every constant, once (STEP = the first op reading it); "
                "imgNNNN/STEP_NAME.FMT: per image (see 'images'), the Program input (step 0) and the outputs of op "
                "STEP (see 'ops'); file names sort in program order",
@@ -48,27 +67,37 @@ def _first_steps(program: Program) -> dict[str, int]:
     return steps
 
 
-def op_entry(step: int, name: str, kind: str, inputs, outputs, params, attrs: dict, values: dict) -> dict:
-    """One entry of the manifest's ``ops`` list; ``values`` maps each param to its array. Params of rank 0 or 1
-    with at most :data:`INLINE_PARAM_LIMIT` elements (multipliers, shifts, PTF factors, LUTs, biases), and the
-    per-channel LUTs of a ``Lut`` op (rank 2, row-major), are also written inline as ``param_values``; weight
-    matrices and position embeddings only as files."""
-    def inline(param) -> bool:
-        rank_ok = np.ndim(values[param]) <= 1 or (kind == "Lut" and param == params[0])
-        return rank_ok and np.size(values[param]) <= INLINE_PARAM_LIMIT
+def op_function(kind: str, attrs: dict) -> str | None:
+    """The ``intsim.ops`` function (and ``golden/ops`` suite) computing an op of ``kind``; None for data movement."""
+    if kind == "AttentionValues":
+        return "lis_attention_values" if attrs.get("probs") == "lis" else "integer_matmul"
+    return _FUNCTIONS.get(kind)
+
+
+def op_entry(step: int, name: str, kind: str, *, function: str | None, inputs: dict, outputs: dict, params, attrs: dict,
+             values: dict) -> dict:
+    """One entry of the manifest's ``ops`` list. ``inputs`` / ``outputs``: role -> tensor name; ``params``: the
+    roles that are constants; ``values``: role -> array of each param. Params of rank 0 or 1 with at most
+    :data:`INLINE_PARAM_LIMIT` elements (multipliers, shifts, PTF factors, LUTs, biases), and the per-channel LUTs
+    of a ``Lut`` op (rank 2, row-major), are also written inline as ``param_values``; weight matrices and position
+    embeddings only as files. ``rounding`` is the ``rounding`` attribute (None when the op does not round)."""
+    def inline(role) -> bool:
+        rank_ok = np.ndim(values[role]) <= 1 or (kind == "Lut" and role == "table")
+        return rank_ok and np.size(values[role]) <= INLINE_PARAM_LIMIT
 
     return {
-        "step": step, "name": name, "kind": kind, "inputs": list(inputs), "outputs": list(outputs),
-        "params": list(params), "attrs": dict(attrs),
-        "param_values": {param: [int(v) for v in np.asarray(values[param]).reshape(-1)] for param in params
-                         if inline(param)},
+        "step": step, "name": name, "kind": kind, "function": function, "rounding": attrs.get("rounding"),
+        "inputs": dict(inputs), "outputs": dict(outputs), "params": list(params), "attrs": dict(attrs),
+        "param_values": {role: [int(v) for v in np.asarray(values[role]).reshape(-1)] for role in params
+                         if inline(role)},
     }
 
 
 def golden_manifest_base(generator: str, formats, layout: dict) -> dict:
-    """The keys every manifest starts with."""
+    """The keys every manifest starts with (``layout``: the tree's own rules, after the formats' and roles')."""
     return {"schema_version": SCHEMA_VERSION, "format": "intsim-golden", "generator": generator,
-            "intsim_version": intsim.__version__, "formats": list(formats), "layout": dict(layout)}
+            "intsim_version": intsim.__version__, "formats": list(formats),
+            "layout": {**FORMAT_LAYOUT, **LAYOUT_RULES, **layout}}
 
 
 def write_golden(program: Program, images: Sequence[tuple[str, np.ndarray]], output, *, formats=FORMATS,
@@ -121,9 +150,13 @@ def write_golden(program: Program, images: Sequence[tuple[str, np.ndarray]], out
             (input_name,) = program.input_names
             tree.add(record_for(input_name, pixels.shape), f"{folder}/{0:0{digits}d}_{input_name}", pixels,
                      name=input_name)
-        ops = [op_entry(step, op.name, op.kind, op.inputs, op.outputs,
-                        [n for n in op.inputs if n in program.constants], op.attrs, program.constants)
-               for step, op in enumerate(program.ops, 1)]
+        ops = []
+        for step, op in enumerate(program.ops, 1):
+            roles = input_roles(op.kind, op.inputs)
+            params = [role for role, name in roles.items() if name in program.constants]
+            ops.append(op_entry(step, op.name, op.kind, function=op_function(op.kind, op.attrs), inputs=roles,
+                                outputs=output_roles(op.outputs), params=params, attrs=op.attrs,
+                                values={role: program.constants[roles[role]] for role in params}))
         config = program.metadata.get("config")
         manifest = {
             **golden_manifest_base("intsim golden", formats, GOLDEN_LAYOUT),

@@ -18,7 +18,8 @@ per channel            :class:`PerChannelMinMaxObserver`: running min/max per ch
                        last batch, for the PTF LayerNorm-input quantizer (:func:`~intsim.quant.qparams.ptf_qparams`).
 =====================  ===========================================================================
 
-Running state is kept in float64 (Python floats, or float64 tensors per channel). Everything is
+Running state is kept in float64 (Python floats, or float64 tensors per channel); :class:`~intsim.quant.vit.QuantViT`
+calibrates in float64, and every scale derived here lies on the grid of :func:`~intsim.quant.qparams.snap_scale`. Everything is
 deterministic: quantiles are exact order statistics (no sampling), searches break ties towards the
 first candidate. Memory is bounded: at most the last batch is kept (a copy, so later in-place changes of
 the caller's tensor do not leak in). An update rejects NaN/inf with ``ValueError`` (they would poison a
@@ -42,6 +43,7 @@ from intsim.quant.qparams import (
     asymmetric_qparams,
     check_bits,
     ptf_qparams,
+    snap_scale,
 )
 
 __all__ = [
@@ -384,8 +386,9 @@ class PerChannelMinMaxObserver(Observer):
 class LisScaleObserver:
     """Mean row sum of the Log-Int-Softmax values ``2**-A`` of float attention probabilities (last axis = keys).
 
-    :meth:`qparams` gives :class:`~intsim.quant.qparams.LisQParams` with ``scale = rows / sum of row sums``
-    (float64 running sums over every row of every batch), so that the dequantized rows sum to 1 on average.
+    :meth:`qparams` gives :class:`~intsim.quant.qparams.LisQParams` with ``scale = snap_scale(rows / sum of row
+    sums)`` (float64 running sums over every row of every batch, on the scale grid), so that the dequantized rows
+    sum to 1 on average.
     """
 
     name = "lis_scale"
@@ -403,7 +406,7 @@ class LisScaleObserver:
     def qparams(self) -> LisQParams:
         if self.rows == 0 or self.total <= 0.0:
             raise RuntimeError(f"{type(self).__name__}: no attention row observed yet (call update() first)")
-        return LisQParams(self.rows / self.total)
+        return LisQParams(snap_scale(self.rows / self.total))
 
 
 class SoftmaxMaxObserver:

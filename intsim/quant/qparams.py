@@ -15,6 +15,11 @@ Conventions
                    scaled value first so that a tie goes the same way whatever the zero point.
     scale floor    :data:`MIN_SCALE` ``= 2**-23`` (float32 machine epsilon, FQ-ViT's ``scale.clamp_(eps)``): a
                    scale is never 0, and a zero-width range gives a finite, positive scale.
+    scale grid     every calibrated activation scale is rounded *up* to :data:`SCALE_GRID_BITS` significant bits
+                   (:func:`snap_scale`) before any integer is derived from it. Calibration statistics are float64
+                   sums and maxima whose last bits depend on the CPU's instruction path (torch's avx512 / avx2 /
+                   default kernels reduce in different orders); on the grid those differences vanish, so the
+                   same calibration gives the same Program on every CPU (docs/quantization.md).
     bit widths     :data:`MIN_BITS` .. :data:`MAX_BITS` (2..16): the ViT configurations use 4..8, and 16 for some
                    points (e.g. an I-ViT style residual stream).
 
@@ -39,6 +44,7 @@ __all__ = [
     "MAX_BITS",
     "MIN_BITS",
     "MIN_SCALE",
+    "SCALE_GRID_BITS",
     "LisQParams",
     "PtfQParams",
     "QParams",
@@ -46,11 +52,16 @@ __all__ = [
     "UniformProbsQParams",
     "asymmetric_qparams",
     "ptf_qparams",
+    "snap_scale",
     "symmetric_weight_qparams",
 ]
 
 MIN_SCALE = 2.0**-23
 """Smallest scale ever produced (float32 machine epsilon, as FQ-ViT's ``scale.clamp_(eps)``); never 0."""
+
+SCALE_GRID_BITS = 16
+"""Significant bits of every calibrated activation scale (:func:`snap_scale`): a relative step of ``2**-16``
+(1.5e-5), far below a scale's effect on accuracy and far above float64 reduction noise (~1e-15 relative)."""
 
 MIN_BITS = 2
 """Narrowest supported code (2 bits: symmetric weights need ``2**(bits-1) - 1 >= 1``)."""
@@ -167,13 +178,30 @@ class QParams:
         return self.dequantize(self.quantize(x))
 
 
+def snap_scale(scale: float) -> float:
+    """``scale`` rounded up to the grid of :data:`SCALE_GRID_BITS` significant bits (exact in float64).
+
+    With ``scale = m * 2**e``, ``0.5 <= m < 1`` (``math.frexp``): ``ceil(m * 2**16) * 2**(e - 16)``. Rounding up
+    keeps every calibrated range representable. Values already on the grid (powers of two, :data:`MIN_SCALE`)
+    are unchanged; a positive finite scale is required.
+
+    >>> snap_scale(1.0), snap_scale(0.1), snap_scale(2.0**-23)
+    (1.0, 0.10000038146972656, 1.1920928955078125e-07)
+    """
+    scale = _check_finite_float(scale, "scale", "snap_scale")
+    if scale <= 0.0:
+        raise ValueError(f"snap_scale: scale must be > 0, got {scale!r}")
+    mantissa, exponent = math.frexp(scale)
+    return math.ldexp(math.ceil(math.ldexp(mantissa, SCALE_GRID_BITS)), exponent - SCALE_GRID_BITS)
+
+
 def asymmetric_qparams(lo, hi, bits: int) -> QParams:
     """Unsigned asymmetric per-tensor parameters for the real range ``[lo, hi]`` (FQ-ViT ``uint8`` activations).
 
     Algorithm (plan time, float64)::
 
         lo' = min(lo, 0);  hi' = max(hi, 0)              # the range always contains 0
-        scale = max((hi' - lo') / (2**bits - 1), MIN_SCALE)
+        scale = snap_scale(max((hi' - lo') / (2**bits - 1), MIN_SCALE))      # SCALE_GRID_BITS significant bits
         zero_point = clamp(-rhe(lo' / scale), 0, 2**bits - 1)
 
     The range is widened to contain 0 so that real 0 (padding, ReLU/GELU zeros, the zero point itself) is
@@ -183,9 +211,9 @@ def asymmetric_qparams(lo, hi, bits: int) -> QParams:
     zero-width range ``[0, 0]`` gives ``scale = MIN_SCALE, zero_point = 0``.
 
     >>> asymmetric_qparams(-1.0, 3.0, 8)
-    QParams(scale=0.01568627450980392, zero_point=64, bits=8, signed=False)
+    QParams(scale=0.015686511993408203, zero_point=64, bits=8, signed=False)
     >>> asymmetric_qparams(2.0, 5.0, 4)
-    QParams(scale=0.3333333333333333, zero_point=0, bits=4, signed=False)
+    QParams(scale=0.33333587646484375, zero_point=0, bits=4, signed=False)
     """
     op = "asymmetric_qparams"
     bits = check_bits(bits, op)
@@ -195,7 +223,7 @@ def asymmetric_qparams(lo, hi, bits: int) -> QParams:
         raise ValueError(f"{op}: lo = {lo!r} is greater than hi = {hi!r}")
     qmax = 2**bits - 1
     lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = max((hi - lo) / qmax, MIN_SCALE)
+    scale = snap_scale(max((hi - lo) / qmax, MIN_SCALE))
     zero_point = min(max(-round(lo / scale), 0), qmax)  # Python round() on a float is round half to even
     return QParams(scale=scale, zero_point=int(zero_point), bits=bits, signed=False)
 
@@ -409,7 +437,7 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
     time, float64)::
 
         lo = min(min_c lo_per_channel, 0);  hi = max(max_c hi_per_channel, 0)   # layer-wide range, contains 0
-        scale_top  = max((hi - lo) / (2**bits - 1), MIN_SCALE)                  # FQ-ViT's scale8
+        scale_top  = snap_scale(max((hi - lo) / (2**bits - 1), MIN_SCALE))      # FQ-ViT's scale8, on the grid
         base_scale = scale_top / 2**(levels - 1)                                # FQ-ViT's scale1 (levels = 4)
         zero_point = clamp(-rhe(lo / scale_top), 0, 2**bits - 1)                # from scale_top, shared
         for each channel c:  alpha[c] = argmin over a in 0..levels-1 of
@@ -420,7 +448,7 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
     layer-wide range and leaves ordinary channels almost no room below zero when one outlier channel is
     one-sided, by the one of ``zp in {1, 1 + t, 1 + 2t, ...} U {FQ-ViT's}`` (``t = 2**bits / 64``: every 4th code at 8 bits) minimising the summed per-channel error
     ``sum_c min_a err(c, a)`` over every 7th row of ``x_last``; ``scale_top`` then grows to keep
-    ``[lo, hi]`` representable at the largest factor: ``max(hi / (2**bits - 1 - zp), -lo / zp)``.
+    ``[lo, hi]`` representable at the largest factor: ``snap_scale(max(hi / (2**bits - 1 - zp), -lo / zp))``.
 
     ``fake_quant(x, s, zp) = (clamp(rhe(x / s) + zp, 0, 2**bits - 1) - zp) * s``. Departures from FQ-ViT: the
     range is widened to contain 0 (as :func:`asymmetric_qparams`), the zero point is added after rounding
@@ -454,7 +482,7 @@ def ptf_qparams(x_last: torch.Tensor, lo_per_channel, hi_per_channel, bits: int 
     qmax = 2**bits - 1
     lo = min(float(lo_c.min()), 0.0)
     hi = max(float(hi_c.max()), 0.0)
-    scale_top = max((hi - lo) / qmax, MIN_SCALE)
+    scale_top = snap_scale(max((hi - lo) / qmax, MIN_SCALE))
     base_scale = scale_top / 2 ** (levels - 1)
     zero_point = int(min(max(-round(lo / scale_top), 0), qmax))
 
@@ -481,7 +509,7 @@ def _ptf_base_scale(lo: float, hi: float, zero_point: int, qmax: int, levels: in
     """The base scale whose largest factor ``2**(levels-1)`` still represents ``[lo, hi]`` around ``zero_point``."""
     top = max(hi / (qmax - zero_point) if zero_point < qmax else (0.0 if hi <= 0 else math.inf),
               -lo / zero_point if zero_point > 0 else (0.0 if lo >= 0 else math.inf), MIN_SCALE)
-    return top / 2 ** (levels - 1)
+    return snap_scale(top) / 2 ** (levels - 1) if math.isfinite(top) else math.inf
 
 
 def _ptf_errors(rows: torch.Tensor, base_scale: float, zero_point: int, qmax: int, levels: int) -> torch.Tensor:

@@ -4,7 +4,7 @@
 op whose output the integer Program stores (names below). Its modes:
 
 ``float``      the float model (mean/std folded into the patch embedding, which is exact in real arithmetic);
-``calibrate``  float, and every point's observer sees its tensor;
+``calibrate``  float64, and every point's observer sees its tensor (float64 statistics: see ``qparams.snap_scale``);
 ``fast``       float32 fake-quant: each point rounds to its codes and dequantizes (FQ-ViT style); weights are
                the quantized ones, biases quantized at ``s_x * s_w``; LayerNorm, softmax and GELU run in float
                before their quantizer. Its codes are *reported* against the integer Program, not required equal.
@@ -41,6 +41,9 @@ from intsim.quant.qparams import LisQParams, PtfQParams, QParams, UniformProbsQP
 __all__ = ["QuantViT", "QuantizedLinear", "unit_scale", "unsupported_reason"]
 
 MODES = ("float", "calibrate", "fast")
+CALIBRATION_DTYPE = torch.float64
+"""Calibration runs in float64: its statistics then differ between CPU instruction paths only in bits that the
+scale grid (:func:`intsim.quant.qparams.snap_scale`) removes, so every CPU derives the same Program."""
 
 
 def unsupported_reason(model) -> str | None:
@@ -305,7 +308,7 @@ class QuantViT(torch.nn.Module):
         if self.mode not in MODES:
             raise ValueError(f"QuantViT.mode must be one of {MODES}, got {self.mode!r}")
         model = self.model
-        dtype = torch.float32
+        dtype = CALIBRATION_DTYPE if self.mode == "calibrate" else torch.float32
         batch = pixels.shape[0]
         patches = self._patchify(pixels.to(dtype))
         # the patch-embedding accumulator goes straight into the add of the (quantized) position embedding; the

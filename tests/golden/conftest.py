@@ -1,5 +1,5 @@
-"""Fixtures of the golden-vector tests: Programs of the embedded digits model (quantized once per session) and
-golden trees made from them."""
+"""Fixtures of the golden-vector tests: Programs of the embedded digits model (the committed one of golden/e2e,
+and a fqvit-w8a8a8 one quantized once per session) and golden trees made from them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from golden_helpers import COMMITTED
+from golden_helpers import COMMITTED, COMMITTED_PROGRAM
 
 
 def _program(config: str):
@@ -20,8 +20,12 @@ def _program(config: str):
 
 @pytest.fixture(scope="session")
 def lis_program():
-    """The embedded digits model, fqvit-w8a8a4 (Log-Int-Softmax): the Program of golden/e2e."""
-    return _program("fqvit-w8a8a4")
+    """The embedded digits model, fqvit-w8a8a4 (Log-Int-Softmax): the committed Program golden/e2e is made from."""
+    from intsim.program import load_program
+
+    if not COMMITTED_PROGRAM.is_file():
+        pytest.fail(f"{COMMITTED_PROGRAM} is missing: run python tools/make_golden.py --requantize")
+    return load_program(COMMITTED_PROGRAM)
 
 
 @pytest.fixture(scope="session")

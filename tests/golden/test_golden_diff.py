@@ -48,7 +48,7 @@ def test_a_flipped_bit_is_reported_at_exactly_that_op_for_every_op_kind(lis_gold
         for kind, op in _first_op_of_each_kind(manifest).items():
             if kind in covered:
                 continue
-            tensor = op["outputs"][-1]
+            tensor = list(op["outputs"].values())[-1]
             path = dut / manifest["tensors"][tensor]["files"]["npy"][0]
             original = path.read_bytes()
             array = np.load(path)
@@ -120,6 +120,11 @@ def _write_bad(case: str, golden: Path, dut: Path) -> tuple[Path, Path, str]:
         return golden, dut, "holds none of the"
     if case == "no_manifest":
         return dut, dut, "no manifest"
+    if case == "old_schema":  # a tree written before roles (schema version 1)
+        old = dut.parent / "old_golden"
+        old.mkdir()
+        (old / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 1}))
+        return old, dut, "manifest schema version 1, but this intsim reads version 2; regenerate the tree"
     if case == "wrong_shape":
         np.save(dut / norm["npy"][0], np.zeros((16, 64), dtype=np.uint8))
         return golden, dut, f"{norm['npy'][0]}: shape (16, 64), expected (17, 64)"
@@ -141,8 +146,8 @@ def _write_bad(case: str, golden: Path, dut: Path) -> tuple[Path, Path, str]:
     return golden, dut, expected
 
 
-@pytest.mark.parametrize("case", ["no_dut", "no_golden_files", "no_manifest", "wrong_shape", "malformed_hex",
-                                  "short_bin", "other_program", "missing_listed_file"])
+@pytest.mark.parametrize("case", ["no_dut", "no_golden_files", "no_manifest", "old_schema", "wrong_shape",
+                                  "malformed_hex", "short_bin", "other_program", "missing_listed_file"])
 def test_bad_input_exits_2_with_one_line_naming_the_file(lis_golden, tmp_path, capsys, case):
     golden, dut, expected = _write_bad(case, lis_golden, tmp_path / "dut")
     assert main(["diff", str(golden), str(dut), "--json", str(tmp_path / "d.json")]) == 2

@@ -3,21 +3,27 @@ the manifest alone; the corner cases are what their labels say (checked against 
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import pytest
-from golden_helpers import message_lines, tree_bytes
+from golden_helpers import (
+    COMMITTED,
+    distinguishing_ties,
+    exact_values,
+    expected_codes,
+    message_lines,
+    read_roles,
+    tie_classes,
+    tree_bytes,
+)
 
 from intsim.cli import main
-from intsim.golden.cases import SUITES
-from intsim.golden.manifest import read_manifest
+from intsim.golden.cases import SUITES, takes_rounding
+from intsim.golden.manifest import INPUT_ROLES, read_manifest
 from intsim.golden.vectors import build_cases, load_cases, write_vectors
-from intsim.ops import OPS, ZERO_CODE
+from intsim.ops import OPS, ROUNDING_MODES, ZERO_CODE
 from intsim.ops.softmax import log_round_reference
-from intsim.testing.oracles import exact_round
 
-MODES = ("half_up", "half_even", "half_away")
+MODES = tuple(ROUNDING_MODES)
 
 
 def test_every_registered_op_has_a_suite():
@@ -26,10 +32,11 @@ def test_every_registered_op_has_a_suite():
 
 @pytest.fixture(scope="module")
 def suites(tmp_path_factory):
-    """Every op's suite (2 random cases) written once, in all three formats."""
+    """Every op's suite (2 random cases; an op that rounds: half_even) written once, in all three formats."""
     root = tmp_path_factory.mktemp("vectors")
     for spec in OPS:
-        write_vectors(spec.name, root / spec.name, count=2, seed=1, progress=False)
+        mode = "half_even" if takes_rounding(spec.name) else None
+        write_vectors(spec.name, root / spec.name, count=2, seed=1, rounding=mode, progress=False)
     return root
 
 
@@ -41,31 +48,71 @@ def test_suites_replay_through_the_reference_from_files_and_manifest(suites, fmt
         assert manifest["op"] == spec.name and len(cases) == len(manifest["cases"]) >= 5
         assert [c["label"] for c in manifest["cases"]][-2:] == ["random", "random"]
         for entry, kwargs, expected in cases:
-            assert entry["kind"] == spec.name
+            assert (entry["kind"], entry["function"]) == (SUITES[spec.name].kind, spec.name)
+            assert entry["rounding"] == manifest["rounding"] == kwargs.get("rounding")
             np.testing.assert_array_equal(spec.reference(**kwargs), expected, err_msg=f"{spec.name} {entry['name']}")
+
+
+def test_suites_use_the_program_kinds_roles_and_zero_points(suites):
+    """One vocabulary with golden/e2e: Program kinds and roles, and each operand's zero point on its record."""
+    for spec in OPS:
+        manifest = read_manifest(suites / spec.name)
+        suite = SUITES[spec.name]
+        for entry in manifest["ops"]:
+            if entry["kind"] in INPUT_ROLES:
+                assert set(entry["inputs"]) - {"mask"} <= set(INPUT_ROLES[entry["kind"]]), entry["name"]  # + suite mask
+            assert entry["outputs"] == {"out": f"{entry['name']}.out"}
+            for argument, attribute in suite.zero_points.items():
+                role = "out" if argument == "out" else suite.role(argument)
+                name = entry["outputs"]["out"] if role == "out" else entry["inputs"][role]
+                assert manifest["tensors"][name]["zero_point"] == entry["attrs"][attribute], (name, attribute)
+    lis = read_manifest(suites / "log_int_softmax")["ops"][0]
+    assert set(lis["attrs"]) >= {"x0", "b_int", "c_int", "n", "zero_point"}  # the Program's LogIntSoftmax attributes
+    with pytest.raises(ValueError, match="isqrt does not round"):
+        build_cases("isqrt", 0, 0, "half_up")
+    with pytest.raises(ValueError, match="unknown rounding mode 'nearest'"):
+        build_cases("requantize", 0, 0, "nearest")
+
+
+ROUNDING_SUITES = [(op, mode) for op in ("requantize", "residual_add", "ptf_layernorm") for mode in ROUNDING_MODES]
+
+
+@pytest.mark.parametrize("op,mode", ROUNDING_SUITES)
+def test_committed_tie_cases_hold_32_exact_ties_of_every_class(op, mode):
+    """Counted with exact rationals from the committed files: at least 32 ties, of both signs and floor parities,
+    unsaturated in every mode; every output of the case is the exact rounding; another mode changes it."""
+    assert takes_rounding(op)
+    folder = COMMITTED / "ops" / op / mode
+    manifest = read_manifest(folder)
+    entry = next(e for e in manifest["ops"] if e["name"].endswith(f"_ties_{mode}"))
+    values = exact_values(entry["kind"], read_roles(folder, manifest, entry["inputs"]), entry["attrs"])
+    out = read_roles(folder, manifest, entry["outputs"])["out"]
+    np.testing.assert_array_equal(out, expected_codes(entry["kind"], values, entry["attrs"], mode))
+    ties = distinguishing_ties(entry["kind"], values, entry["attrs"])
+    classes = tie_classes(values, ties)
+    assert ties.sum() >= 32 and len(classes) == 4 and min(classes.values()) >= 4, (op, mode, classes)
+    for other in ROUNDING_MODES:
+        if other != mode:
+            assert (expected_codes(entry["kind"], values, entry["attrs"], other) != out).any(), (mode, other)
+
+
+def test_every_op_that_rounds_has_one_suite_per_mode():
+    rounding = {spec.name for spec in OPS if takes_rounding(spec.name)}
+    assert rounding == {"requantize", "residual_add", "ptf_layernorm"}
+    assert {op for op, _ in ROUNDING_SUITES} == rounding
+    for op in rounding:
+        for mode in MODES:
+            cases = build_cases(op, 2, 0, mode)
+            assert cases[0].label == f"ties_{mode}" and all(case.kwargs["rounding"] == mode for case in cases)
+    same = [np.asarray(case.kwargs[SUITES["requantize"].inputs[0]]).tolist() for mode in MODES
+            for case in build_cases("requantize", 2, 0, mode)[-2:]]
+    assert same[0:2] == same[2:4] == same[4:6]  # the random cases of the modes differ only in their rounding
 
 
 def _outputs(op: str) -> dict[str, tuple[dict, np.ndarray]]:
     spec = next(s for s in OPS if s.name == op)
-    return {case.label: (case.kwargs, np.asarray(spec.kernel(**case.kwargs))) for case in build_cases(op, 0, 0)}
-
-
-def test_rounding_ties_follow_exact_arithmetic_in_every_mode():
-    requant, residual = _outputs("requantize"), _outputs("residual_add")
-    for mode in MODES:
-        kwargs, out = requant[f"ties_{mode}"]
-        acc = kwargs["acc"].reshape(-1)
-        ties = [i for i, x in enumerate(acc) if x % 4 == 2]
-        assert len(ties) >= 8  # exact ties of acc / 4, of both signs
-        assert out.reshape(-1).tolist() == [exact_round(Fraction(int(x), 4), mode) for x in acc]
-        kwargs, out = residual[f"ties_{mode}"]
-        total = (kwargs["a"].astype(int) - 128 + kwargs["b"].astype(int)).reshape(-1)
-        assert out.reshape(-1).tolist() == [exact_round(Fraction(int(t), 2), mode) for t in total]
-    assert requant["ties_half_up"][1].tolist() != requant["ties_half_even"][1].tolist()
-    layernorm = _outputs("ptf_layernorm")
-    for mode in MODES:
-        kwargs, out = layernorm[f"ties_{mode}"]  # zero-variance rows: out = round(bias / 2**4)
-        assert out[0].tolist() == [exact_round(Fraction(int(b), 16), mode) for b in kwargs["bias"]]
+    mode = {"rounding": "half_up"} if takes_rounding(op) else {}
+    return {case.label: (case.kwargs, np.asarray(spec.kernel(**case.kwargs))) for case in build_cases(op, 0, 0, **mode)}
 
 
 def test_saturation_corners_reach_both_ends():

@@ -15,7 +15,7 @@ from golden_helpers import message_lines, tree_bytes
 
 from intsim.cli import main
 from intsim.golden.formats import read_tensor
-from intsim.golden.manifest import load_schema, read_manifest
+from intsim.golden.manifest import INPUT_ROLES, load_schema, read_manifest
 from intsim.interpreter import run_program
 from intsim.models.digits import digits_heldout
 
@@ -25,9 +25,16 @@ def test_manifest_follows_the_shipped_schema(lis_golden):
     manifest = json.loads((lis_golden / "manifest.json").read_text())
     jsonschema.Draft202012Validator.check_schema(load_schema())
     jsonschema.Draft202012Validator(load_schema()).validate(manifest)
-    broken = dict(manifest, ops=[{**manifest["ops"][0], "step": 0}])
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, load_schema())
+    op, record = manifest["ops"][0], next(iter(manifest["tensors"].values()))
+    for broken in (dict(manifest, ops=[{**op, "step": 0}]),
+                   dict(manifest, ops=[{**op, "inputs": list(op["inputs"].values())}]),  # by position: refused
+                   dict(manifest, ops=[{**op, "rounding": "nearest"}]),
+                   dict(manifest, ops=[{**op, "extra": 1}]),
+                   dict(manifest, tensors={"t": {**record, "role": "x"}}),
+                   dict(manifest, layout={key: text for key, text in manifest["layout"].items() if key != "roles"}),
+                   dict(manifest, schema_version=1)):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, load_schema())
 
 
 def test_tree_holds_every_op_input_output_and_param(lis_program, lis_golden):
@@ -39,14 +46,29 @@ def test_tree_holds_every_op_input_output_and_param(lis_program, lis_golden):
     written = {name for op in lis_program.ops for name in (*op.inputs, *op.outputs)}
     assert set(manifest["tensors"]) == written | set(lis_program.constants)
     for entry, op in zip(manifest["ops"], lis_program.ops):
-        assert entry["inputs"] == op.inputs and entry["outputs"] == op.outputs and entry["attrs"] == op.attrs
-        assert entry["params"] == [name for name in op.inputs if name in lis_program.constants]
-        for name, values in entry["param_values"].items():
-            assert values == lis_program.constants[name].reshape(-1).tolist()
+        roles = INPUT_ROLES[op.kind]
+        assert entry["inputs"] == dict(zip(roles, op.inputs)) and entry["attrs"] == op.attrs  # by role, in order
+        assert list(entry["outputs"].values()) == op.outputs
+        assert entry["params"] == [role for role, name in zip(roles, op.inputs) if name in lis_program.constants]
+        assert entry["rounding"] == op.attrs.get("rounding")
+        for role, values in entry["param_values"].items():
+            assert values == lis_program.constants[entry["inputs"][role]].reshape(-1).tolist()
     luts = [op for op in manifest["ops"] if op["kind"] == "Lut"]
     for op in luts:  # the LUT contents inline: one table, or one per row of a per-channel Lut (row-major)
-        rows = 1 + (max(op["param_values"][op["params"][1]]) if len(op["params"]) > 1 else 0)
-        assert len(op["param_values"][op["params"][0]]) == 256 * rows
+        rows = 1 + (max(op["param_values"]["rows"]) if "rows" in op["params"] else 0)
+        assert len(op["param_values"]["table"]) == 256 * rows
+
+
+def test_every_rounding_op_names_its_function_and_mode(lis_golden):
+    manifest = read_manifest(lis_golden)
+    functions = {op["kind"]: op["function"] for op in manifest["ops"]}
+    assert functions["Requantize"] == "requantize" and functions["LayerNorm"] == "ptf_layernorm"
+    assert functions["AttentionValues"] == "lis_attention_values" and functions["Split"] is None
+    rounding_ops = [op for op in manifest["ops"] if "rounding" in op["attrs"]]
+    assert {op["kind"] for op in rounding_ops} == {"Requantize", "ResidualAdd", "LayerNorm"}
+    assert {op["rounding"] for op in rounding_ops} == {manifest["rounding"]}
+    for rule in ("roles", "per_channel", "broadcast", "zero_points", "rounding", "batch_axis", "element_order"):
+        assert manifest["layout"][rule], rule
 
 
 def test_files_match_manifest_hashes_and_formats_agree(lis_golden, lis_program):
@@ -116,13 +138,13 @@ def test_formats_option_and_several_images(lis_program_file, tmp_path, capsys):
     assert manifest["images"] == [{"dir": "img0000", "source": "d0.png"}, {"dir": "img0001", "source": "d1.png"}]
     assert {p.suffix for p in (tmp_path / "g").rglob("*.*") if p.name != "manifest.json"} == {".hex"}
     record = manifest["tensors"]["head.acc"]
-    step = next(op["step"] for op in manifest["ops"] if "head.acc" in op["outputs"])
+    step = next(op["step"] for op in manifest["ops"] if op["outputs"] == {"out": "head.acc"})
     assert record["files"]["hex"] == [f"img0000/{step:03d}_head.acc.hex", f"img0001/{step:03d}_head.acc.hex"]
     assert "2 image(s)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", ["exists", "formats", "program", "data", "wrong_size"])
-def test_bad_input_exits_2_with_one_line_and_leaves_nothing(lis_program_file, tmp_path, capsys, case):
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(lis_program_file, tmp_path, capsys, monkeypatch, case):
     output = tmp_path / "out"
     args = ["golden", str(lis_program_file), "-o", str(output)]
     if case == "exists":
@@ -138,12 +160,12 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(lis_program_file, tm
     elif case == "data":
         args += ["--data", str(tmp_path / "nowhere")]
         expected = "nowhere: no such image file or folder"
-    else:
-        from intsim.program import load_program, save_program
+    else:  # a Program that wants larger images than the digits (no valid file says so: patched in at loading)
+        from intsim.program import load_program
 
         program = load_program(lis_program_file)
-        program.tensors["pixels"].shape = [3, 16, 16]  # the Program now wants larger images than the digits
-        args[1] = str(save_program(program, tmp_path / "big.intsim"))
+        program.tensors["pixels"].shape = [3, 16, 16]
+        monkeypatch.setattr("intsim.program.load_program", lambda path: program)
         expected = "--data is required"
     assert main(args) == 2
     lines = message_lines(capsys.readouterr().err)

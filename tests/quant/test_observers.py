@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from intsim.quant.qparams import snap_scale
 from intsim.quant import (
     MIN_SCALE,
     OBSERVERS,
@@ -125,14 +126,15 @@ def test_quantize_rejects_non_float_tensors():
 @pytest.mark.parametrize(
     "lo, hi, bits, scale, zero_point",
     [
-        (-1.0, 3.0, 8, 4.0 / 255, 64),  # -1 / (4/255) = -63.75 -> 64
-        (-1.0, 1.0, 8, 2.0 / 255, 128),  # -127.5 exactly: half to even -> -128 -> zp 128 (half up would give 127)
-        (2.0, 5.0, 4, 5.0 / 15, 0),  # all positive: widened to [0, 5], zp 0
-        (-5.0, -2.0, 8, 5.0 / 255, 255),  # all negative: widened to [-5, 0], zp = qmax
+        (-1.0, 3.0, 8, snap_scale(4.0 / 255), 64),  # -1 / (4/255) = -63.75 -> 64
+        (-127.5 / 128, 127.5 / 128, 8, 2.0**-7, 128),  # on the grid; -127.5 exactly: half to even -> zp 128
+        (-1.0, 1.0, 8, snap_scale(2.0 / 255), 127),  # 2/255 rounded up: -1 / scale = -127.499.. -> zp 127
+        (2.0, 5.0, 4, snap_scale(5.0 / 15), 0),  # all positive: widened to [0, 5], zp 0
+        (-5.0, -2.0, 8, snap_scale(5.0 / 255), 255),  # all negative: widened to [-5, 0], zp = qmax
         (0.0, 0.0, 8, MIN_SCALE, 0),  # zero width: floor scale, never 0
-        (3.0, 3.0, 8, 3.0 / 255, 0),  # zero width away from 0: [0, 3]
+        (3.0, 3.0, 8, snap_scale(3.0 / 255), 0),  # zero width away from 0: [0, 3]
         (-1e-9, 1e-9, 8, MIN_SCALE, 0),  # tiny range: floored scale, zp from the floored scale
-        (-0.5, 15.5, 16, 16.0 / 65535, 2048),
+        (-0.5, 15.5, 16, snap_scale(16.0 / 65535), 2048),
     ],
 )
 def test_asymmetric_qparams_examples(lo, hi, bits, scale, zero_point):
@@ -238,9 +240,9 @@ def test_ptf_picks_alpha_zero_for_ordinary_channels_and_larger_for_wide_ones():
     p = ptf_qparams(x, lo_c, hi_c)
     assert p.alpha.dtype == torch.int64
     assert p.alpha.tolist() == [0, 0, 1, 2, 0, 3]
-    scale8 = 16.0 / 255
+    scale8 = snap_scale(16.0 / 255)  # on the scale grid: rounded up from 16/255
     assert p.base_scale == scale8 / 8
-    assert p.zero_point == 128  # -(-8 / (16/255)) = 127.5 -> half to even -> 128, from scale8, shared
+    assert p.zero_point == 127  # -(-8 / scale8) = 127.499.. -> 127, from scale8, shared
     assert p.scales.tolist() == [p.base_scale * 2.0**a for a in [0, 0, 1, 2, 0, 3]]
     codes = p.quantize(x)
     assert int(codes.min()) >= 0 and int(codes.max()) <= 255
@@ -283,7 +285,7 @@ def test_ptf_zero_point_search_lowers_the_error_and_keeps_the_range():
 def test_ptf_range_includes_zero_and_rejects_bad_input():
     x = generated((10, 3), seed=4, low=1.0, high=2.0)
     p = ptf_qparams(x, [1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
-    assert p.zero_point == 0 and p.base_scale == 2.0 / 255 / 8
+    assert p.zero_point == 0 and p.base_scale == snap_scale(2.0 / 255) / 8
     with pytest.raises(ValueError, match="lo_per_channel has 2 values but x_last has 3 channels"):
         ptf_qparams(x, [0.0, 0.0], [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match=r"lo_per_channel\[1\] = 3.0 > hi_per_channel\[1\] = 2.0"):
@@ -507,9 +509,9 @@ def test_lis_scale_observer_makes_rows_sum_to_one_on_average():
     observer.update(probs[2:])
     qp = observer.qparams()
     values = qp.dequantize(LisQParams.quantize(probs.double()))
-    assert float(values.sum(-1).mean()) == pytest.approx(1.0, rel=1e-12)
+    assert float(values.sum(-1).mean()) == pytest.approx(1.0, rel=2.0**-15)  # the scale is on the grid
     unit = LisQParams().dequantize(LisQParams.quantize(probs.double()))
-    assert qp.scale == pytest.approx(unit[..., 0].numel() / float(unit.sum()), rel=1e-12)
+    assert qp.scale == snap_scale(unit[..., 0].numel() / float(unit.sum()))
 
 
 def test_lis_quantizer_codes_equal_the_integer_rule():
