@@ -28,7 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Attribute", "Operand", "OpSchema", "OperandView", "SCHEMAS", "SchemaError", "check_op", "markdown_table"]
+__all__ = ["Attribute", "Operand", "OpSchema", "OperandView", "SCHEMAS", "SchemaError", "check_op", "is_int",
+           "markdown_table"]
 
 # The contracts of intsim.ops (tests/test_program_checks.py asserts these equal the ops' own constants).
 INT32 = (-(2**31), 2**31 - 1)
@@ -450,7 +451,8 @@ SCHEMAS: dict[str, OpSchema] = {schema.kind: schema for schema in (
 
 
 # ------------------------------------------------------------------------------------------------ checking
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """A Python or numpy integer, and not a bool (``True`` is no head count, ``4.0`` no int)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -462,7 +464,7 @@ def _check_attribute(attribute: Attribute, value) -> None:
     else:
         items = [value] if attribute.type == "int" else value
         valid = (isinstance(items, (list, tuple)) and len(items) > 0 and all(
-            _is_int(item) and (attribute.lo is None or item >= attribute.lo)
+            is_int(item) and (attribute.lo is None or item >= attribute.lo)
             and (attribute.hi is None or item <= attribute.hi) for item in items))
     if not valid:
         raise _attribute_error(attribute.name, attribute.expected() + _did_you_mean(value, attribute.choices), value)

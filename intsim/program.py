@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from intsim.op_schema import OperandView, SchemaError, check_op
+from intsim.op_schema import OperandView, SchemaError, check_op, is_int
 
 __all__ = ["FORMAT_VERSION", "Op", "Program", "ProgramError", "TensorSpec", "UncheckedProgramWarning",
            "constant_sha256", "load_program", "save_program"]
@@ -157,10 +157,6 @@ def constant_sha256(name: str, array: np.ndarray) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
@@ -173,7 +169,7 @@ def _check_spec(name: str, spec: TensorSpec) -> None:
 
     if not isinstance(spec, TensorSpec):
         raise ProgramError(f"tensor {name!r}: expected a TensorSpec, got {spec!r}")
-    if not (_is_int(spec.bits) and 1 <= spec.bits <= _MAX_BITS):
+    if not (is_int(spec.bits) and 1 <= spec.bits <= _MAX_BITS):
         raise refuse("bits", f"an int in [1, {_MAX_BITS}]")
     if not isinstance(spec.signed, (bool, np.bool_)):
         raise refuse("signed", "a bool")
@@ -183,11 +179,11 @@ def _check_spec(name: str, spec: TensorSpec) -> None:
             or (isinstance(spec.scale, (list, tuple)) and all(map(_is_number, spec.scale)))):
         raise refuse("scale", "a number, a list of numbers or null")
     if not (spec.shape is None or (isinstance(spec.shape, (list, tuple))
-                                   and all(_is_int(size) and size >= 0 for size in spec.shape))):
+                                   and all(is_int(size) and size >= 0 for size in spec.shape))):
         raise refuse("shape", "a list of non-negative ints or null")
     if spec.shape is None and spec.kind in ("input", "constant"):
         raise refuse("shape", f"a list of ints (the shape of the {spec.kind})")
-    if not (_is_int(spec.zero_point) and spec.qmin <= spec.zero_point <= spec.qmax):
+    if not (is_int(spec.zero_point) and spec.qmin <= spec.zero_point <= spec.qmax):
         raise refuse("zero_point", f"an int within its declared {spec.describe()}")
 
 

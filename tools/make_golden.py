@@ -15,8 +15,8 @@ What it builds (``golden/README.md`` is hand-written and kept; ``golden/programs
     golden/ties/<mode>/        ``intsim golden`` of :func:`intsim.golden.ties.tie_program` (mode) on its one input:
                                every LayerNorm, Requantize and ResidualAdd output element an exact tie
 
-The build is integer-only: it reads the committed Program file (float calibration, which may differ between CPUs,
-happens only with ``--requantize``: ``intsim.evaluate.quantize`` of the embedded model as ``intsim quantize`` with no
+The build is integer-only: it reads the committed Program file (float calibration happens only with
+``--requantize``: ``intsim.evaluate.quantize`` of the embedded model as ``intsim quantize`` with no
 model does), so the same Program file and code give the same bytes everywhere. Run it after any change of semantics
 (an op, the golden writer): ``git diff --stat golden/`` then shows which vectors changed, for review.
 ``tests/golden/test_golden_committed.py`` runs the same build and requires byte equality with the committed files;

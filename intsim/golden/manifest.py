@@ -14,26 +14,16 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from intsim.op_schema import SCHEMAS
+
 __all__ = ["INPUT_ROLES", "MANIFEST_NAME", "SCHEMA_VERSION", "dumps", "input_roles", "load_schema", "output_roles",
            "read_manifest", "validate_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 2  # 2: roles, real zero points in op suites, per-op rounding and function, layout rules
-INPUT_ROLES = {  # Program op kind -> its inputs' roles, in the Program's argument order (docs/program.md)
-    "Patchify": ("pixels",),
-    "Linear": ("x", "weight", "bias", "x_shift"),
-    "Requantize": ("acc", "multiplier", "shift"),
-    "Split": ("x",),
-    "PrependToken": ("x", "token"),
-    "ResidualAdd": ("a", "b", "a_multiplier", "b_multiplier", "shift"),
-    "LayerNorm": ("x", "alpha", "multiplier", "bias", "shift"),
-    "AttentionScores": ("q", "k"),
-    "LogIntSoftmax": ("logits",),
-    "UniformSoftmax": ("logits",),
-    "AttentionValues": ("probs", "v"),
-    "Lut": ("x", "table", "rows"),
-    "SelectToken": ("x",),
-}
+INPUT_ROLES = {kind: tuple(operand.role for operand in schema.inputs) for kind, schema in SCHEMAS.items()}
+"""Program op kind -> its inputs' roles in argument order: the operand roles of :data:`intsim.op_schema.SCHEMAS`
+(docs/program.md), so the manifest and the load checks name every operand the same way."""
 
 
 def input_roles(kind: str, inputs) -> dict[str, str]:
