@@ -35,40 +35,38 @@ from __future__ import annotations
 import numpy as np
 
 from intsim._jit import kernel
-from intsim.ops._checks import INT64_MAX, INT64_MIN, as_int_array, check_int, int_range, smallest_code_dtype
+from intsim.limits import FLOAT32_EXACT, INT32_MAX, INT64_MAX, INT64_MIN, LIS_VALUE_SHIFT
+from intsim.limits import LIS_ZERO_CODE as ZERO_CODE
+from intsim.ops._checks import ArrayOperand, as_int_array, check_int, max_abs, smallest_code_dtype
 from intsim.ops._derived import derived
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
 from intsim.ops.gelu import lookup_table, table_rows
 from intsim.ops.matmul import (
-    FLOAT32_EXACT,
-    _LINEAR_NAMES,
-    _abs_max_shifted,
-    _linear_operands,
-    _prepare as _prepare_matmul,
-    _to_float,
-    _workspace,
+    LINEAR_NAMES,
     column_abs_sum_max,
+    linear_operands,
     plan_weight_product,
+    prepare_operands,
     row_blocked_product,
+    to_float,
+    workspace,
 )
-from intsim.ops.requant import prepare_parameters
+from intsim.ops.requant import check_requantize_parameters
+from intsim.ops.residual import check_residual_add_parameters
 from intsim.ops.rounding import round_shift_scalar
 from intsim.ops.softmax import (
-    LIS_VALUE_SHIFT,
-    ZERO_CODE,
-    _check_lis_bound,
-    _check_uniform_bound,
-    _exp_table,
-    _log_int_softmax_row,
-    _prepare_rows,
-    _row_scratch,
-    _uniform_int_softmax_row,
+    check_softmax_parameters,
+    exp_table,
+    log_int_softmax_row,
+    prove_log_int_softmax_bounds,
+    prove_uniform_int_softmax_bounds,
+    row_scratch,
+    uniform_int_softmax_row,
     uniform_levels,
 )
 
 __all__ = ["attention", "linear_requantize", "linear_residual_add"]
 
-_INT32_LIMIT = 2**31 - 1
 _HEADS_PER_BLOCK = 4  # (batch, head) items per thread task of the attention core
 _REQUANT_SAFE = 2**31  # |acc| <= 2**31 and |M| < 2**31: requantize proves acc * M + 2**(k-1) fits int64
 
@@ -82,8 +80,8 @@ def _linear_plan(x, weight, x_zero_point, bias):
     operands so wide that the plan needs a digit split, float64 or int64 loops), the float32 ``(K, N)`` copy of
     ``weight.T`` otherwise."""
     op = "integer_linear"
-    x2, weight, out_shape = _linear_operands(x, weight, op)
-    p = _prepare_matmul(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)
+    x2, weight, out_shape = linear_operands(x, weight, op)
+    p = prepare_operands(x2, weight.T, x_zero_point, 0, bias, op, LINEAR_NAMES)
     # the weight's forms, derived once per weight array (Program constants are the same arrays on every run)
     columns = derived("column_abs_sum_max", (weight,), lambda w: column_abs_sum_max(w.T, 0))
     # the plan depends on the weight and on max|x - zp| alone (plan_weight_product): one per weight and input bound
@@ -92,7 +90,7 @@ def _linear_plan(x, weight, x_zero_point, bias):
     if x2.size == 0 or plan.dtype is not np.float32 or plan.split:
         plan = None
     else:  # weight.T - 0 as float32 (K, N), the product's b
-        weight_float = derived("float32_transposed", (weight,), lambda w: _to_float(w.T, 0, np.float32)[0])
+        weight_float = derived("float32_transposed", (weight,), lambda w: to_float(w.T, 0, np.float32)[0])
     # |acc + bias| <= max|x - zp| * max_n sum_k |w[n, k]| + max|bias|: tighter than K * max|x| * max|w| when a few
     # weight columns are large (fc2's weights shifted by PTF input factors)
     p = p._replace(bound=min(p.bound, p.a_abs * columns + int(np.abs(p.bias).max(initial=0))))
@@ -149,7 +147,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
     sizes = [width] if len(parts) == 1 else [np.size(part["multiplier"]) for part in parts]
     if sum(sizes) != width:
         return None
-    params = [prepare_parameters(out_shape[:-1] + (size,), op="requantize", **part) for size, part in zip(sizes, parts)]
+    params = [check_requantize_parameters(out_shape[:-1] + (size,), op="requantize", **part) for size, part in zip(sizes, parts)]
     dtypes = {smallest_code_dtype(r.qmin, r.qmax) for r in params}
     if p.bound > _REQUANT_SAFE or len(dtypes) > 1 or len({r.mode for r in params}) > 1:
         return None
@@ -209,14 +207,12 @@ def linear_residual_add(x, weight, *, x_zero_point=0, bias=None, residual, a_zer
     channels; where only the per-channel proof would pass, the ops run one by one). Raises the errors of
     :func:`~intsim.ops.integer_linear` and :func:`~intsim.ops.residual_add` for bad parameters.
     """
-    from intsim.ops.residual import residual_parameters
-
     p, out_shape, plan, weight_float = _linear_plan(x, weight, x_zero_point, bias)
     op = "residual_add"
     a = as_int_array(residual, "a", op)
     if plan is None or a.shape != out_shape:
         return None
-    a_zp, b_zp, ma, mb, shifts, out_zp, qmin, qmax, mode = residual_parameters(
+    a_zp, b_zp, ma, mb, shifts, out_zp, qmin, qmax, mode = check_residual_add_parameters(
         a.shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin, qmax, rounding, op)
     channels = out_shape[-1]
     a_bound = _centred_dtype_bound(a, a_zp)
@@ -267,7 +263,7 @@ def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qma
     :mod:`intsim.ops.softmax`) -> the integer weights of ``attn @ V`` as float32 (``2**(15 - code)`` or the
     probability code, both exact), and each row's sum of weights (int64, for the exactness proof of the product)."""
     tokens = scores.shape[1]
-    scratch = _row_scratch(tokens, table)
+    scratch = row_scratch(tokens, table)
     for g in range(scores.shape[0]):
         for i in range(tokens):
             for j in range(tokens):
@@ -276,14 +272,14 @@ def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qma
         for i in range(tokens):
             total = np.int64(0)
             if lis:
-                _log_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, scratch, probs)
+                log_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, scratch, probs)
                 for j in range(tokens):
                     code = probs[i, j]
                     weight = (1 << (LIS_VALUE_SHIFT - code)) if code < ZERO_CODE else 0
                     weights[g, i, j] = weight
                     total += weight
             else:
-                _uniform_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, levels, full, scratch, probs)
+                uniform_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, levels, full, scratch, probs)
                 for j in range(tokens):
                     weights[g, i, j] = probs[i, j]
                     total += probs[i, j]
@@ -339,37 +335,36 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
     k_zp = check_int(k_zero_point, "b_zero_point", "integer_matmul", lo=INT64_MIN, hi=INT64_MAX)
     if d * _centred_dtype_bound(q, q_zp) * _centred_dtype_bound(k, k_zp) > FLOAT32_EXACT:
         return None  # the float32 scores would not be exact
-    logit = prepare_parameters((batch, heads, tokens, tokens), op="requantize", **logits)
+    logit = check_requantize_parameters((batch, heads, tokens, tokens), op="requantize", **logits)
     kind = softmax["kind"]
     softmax_args = {key: value for key, value in softmax.items() if key != "kind"}
     op = "log_int_softmax" if kind == "lis" else "uniform_int_softmax"
     bits, signed = softmax_args["bits"], softmax_args["signed"]
-    probe = np.empty((0, tokens), dtype=smallest_code_dtype(logit.qmin, logit.qmax))
-    _, _, constants, _ = _prepare_rows(probe, softmax_args["zero_point"], softmax_args["constants"], bits,
-                                                signed, None, op)
-    softmax_qmin, softmax_qmax = int_range(bits, signed)
+    probe = ArrayOperand(np.empty((0, tokens), dtype=smallest_code_dtype(logit.qmin, logit.qmax)))
+    softmax_qmin, softmax_qmax, _, constants = check_softmax_parameters(probe, softmax_args["zero_point"],
+                                                                        softmax_args["constants"], bits, signed, op)
     if logit.qmin < softmax_qmin or logit.qmax > softmax_qmax:
         return None  # the softmax would have to scan the logits for codes outside its declared range
     if kind == "lis":
-        _check_lis_bound(constants, tokens, op)
+        prove_log_int_softmax_bounds(constants, tokens, op)
         levels = full = 1
         weight_bound = 1 << LIS_VALUE_SHIFT
     else:
         levels, full = uniform_levels(softmax_args.get("out_bits", 8), softmax_args.get("full_scale"), op)
-        _check_uniform_bound(constants, tokens, full, op)
+        prove_uniform_int_softmax_bounds(constants, tokens, full, op)
         weight_bound = levels
     v_zp = check_int(values["v_zero_point"], "v_zero_point", "lis_attention_values", lo=INT64_MIN, hi=INT64_MAX)
     v_bound = _centred_dtype_bound(v, v_zp)
-    if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > FLOAT32_EXACT:
-        v_bound = _abs_max_shifted(v, v_zp)  # a pass over the values: only when the dtype proves too little
-        if tokens * weight_bound * v_bound > _INT32_LIMIT or v_bound > FLOAT32_EXACT:
+    if tokens * weight_bound * v_bound > INT32_MAX or v_bound > FLOAT32_EXACT:
+        v_bound = max_abs(v, v_zp)  # a pass over the values: only when the dtype proves too little
+        if tokens * weight_bound * v_bound > INT32_MAX or v_bound > FLOAT32_EXACT:
             return None  # the context accumulator beyond int32, or values that float32 does not hold exactly
-    ctx = prepare_parameters((batch, tokens, channels), op="requantize", **context)
+    ctx = check_requantize_parameters((batch, tokens, channels), op="requantize", **context)
     out = np.empty((batch, tokens, channels), dtype=smallest_code_dtype(ctx.qmin, ctx.qmax))
     if out.size == 0:
         return out
     c = constants
-    table = _exp_table(c, softmax_qmax - softmax_qmin)
+    table = exp_table(c, softmax_qmax - softmax_qmin)
     per_key = [np.ascontiguousarray(np.broadcast_to(x, (tokens,))) for x in (logit.multipliers, logit.shifts)]
     per_channel = [np.ascontiguousarray(np.broadcast_to(x, (channels,))) for x in (ctx.multipliers, ctx.shifts)]
     i64 = np.int64
@@ -381,15 +376,15 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
 
     def work(first, stop):  # items first..stop-1 on one thread: every buffer is this thread's own
         shape = (stop - first, tokens, d)
-        q_float, k_float, v_float, products = (_workspace(f"attention_{name}", shape, np.float32)
+        q_float, k_float, v_float, products = (workspace(f"attention_{name}", shape, np.float32)
                                                for name in ("q", "k", "v", "products"))
         _gather_heads(q, k, v, i64(first), i64(heads), i64(q_zp), i64(k_zp), i64(v_zp), q_float, k_float, v_float)
-        scores = _workspace("attention_scores", (stop - first, tokens, tokens), np.float32)
+        scores = workspace("attention_scores", (stop - first, tokens, tokens), np.float32)
         np.matmul(q_float, k_float.swapaxes(1, 2), out=scores)
-        logit_codes = _workspace("attention_logits", (tokens, tokens), np.int64)
-        prob_codes = _workspace("attention_probs", (tokens, tokens), np.int64)
-        weights = _workspace("attention_weights", (stop - first, tokens, tokens), np.float32)
-        row_sums = _workspace("attention_row_sums", (stop - first, tokens), np.int64)
+        logit_codes = workspace("attention_logits", (tokens, tokens), np.int64)
+        prob_codes = workspace("attention_probs", (tokens, tokens), np.int64)
+        weights = workspace("attention_weights", (stop - first, tokens, tokens), np.float32)
+        row_sums = workspace("attention_row_sums", (stop - first, tokens), np.int64)
         _attention_weights(scores, *logit_args, *softmax_kernel_args, logit_codes, prob_codes, mask, weights, row_sums)
         np.matmul(weights, v_float, out=products)
         _context_codes(products, weights, row_sums, v_float, i64(v_bound), i64(first), *context_args, store)

@@ -17,6 +17,10 @@ Two integer realisations of ``GELU(x) = x/2 * (1 + erf(x / sqrt(2)))`` (DESIGN.m
 
 FQ-ViT computes GELU in float (no integer GELU exists there); I-ViT uses ShiftGELU (``x*sigmoid(1.702x)``),
 which intsim does not implement. Every run-time function here is integer only.
+
+Checks (backend-neutral: the kernels, the references and the torch twins call the same functions):
+:func:`check_lut_lookup` (with :func:`check_lut_table_shape` and :func:`table_rows`) and :func:`check_i_gelu`.
+:func:`lookup_table` is the numpy table (validated, narrowed to its output dtype) that fused kernels look codes up in.
 """
 
 from __future__ import annotations
@@ -28,15 +32,18 @@ import numpy as np
 from numba import prange
 
 from intsim._jit import parallel_kernel
+from intsim.limits import MAX_SHIFT
+from intsim.limits import LUT_MAX_BITS as MAX_LUT_BITS
 from intsim.ops._checks import (
-    INT64_MAX,
+    ArrayOperand,
+    Operand,
+    abs_max,
     as_int_array,
-    check_code_range,
+    check_in_range,
     check_int,
     check_int_bounds_fit,
     declared_code_range,
     int_range,
-    max_abs,
     smallest_code_dtype,
 )
 
@@ -49,15 +56,20 @@ __all__ = [
     "IGeluConstants",
     "MAX_LUT_BITS",
     "build_gelu_lut",
+    "check_i_gelu",
+    "check_lut_lookup",
+    "check_lut_table_shape",
     "gelu_real",
     "i_gelu",
     "i_gelu_constants",
     "i_gelu_reference",
     "lut_lookup",
     "lut_lookup_reference",
+    "lookup_table",
+    "table_rows",
 ]
 
-MAX_LUT_BITS = 16  # a 65536-word ROM; wider inputs should use i_gelu or a requant before the LUT
+# MAX_LUT_BITS = 16 (intsim.limits.LUT_MAX_BITS): a 65536-word ROM; wider inputs should use i_gelu or a requant first
 MAX_OUT_BITS = 32
 
 # I-BERT IntGELU constants (fairseq/quantization/utils/quant_modules.py): erf(u) ~ sgn(u) * (a*(min(|u|,-b)+b)**2 + c)
@@ -136,24 +148,22 @@ def build_gelu_lut(
 # lut_lookup: run time gather
 
 
-def lookup_table(table, bits, signed, op="lut_lookup", *, rows=None):
-    """Validate lut_lookup's ``table``, ``bits``, ``signed`` (and ``rows``: then ``table`` is 2-D, one table per
-    row); return the table narrowed to its output dtype (C-contiguous) and the declared code range
-    ``(qmin, qmax)``."""
-    table = as_int_array(table, "table", op)
+def check_lut_table_shape(table_shape, bits, signed, with_rows: bool, op="lut_lookup") -> tuple[int, int]:
+    """Validate lut_lookup's declared code width (``bits`` in ``[1, 16]``, ``signed``) and the table's shape: 1-D of
+    ``2**bits`` entries, or with ``rows`` 2-D ``(R, 2**bits)`` with ``R >= 1``. Returns ``(qmin, qmax)``."""
+    table_shape = tuple(table_shape)
     qmin, qmax = declared_code_range(bits, signed, op, max_bits=MAX_LUT_BITS)
     entries = qmax - qmin + 1  # 2**bits
-    if rows is None and (table.ndim != 1 or table.shape[0] != entries):
+    if not with_rows and (len(table_shape) != 1 or table_shape[0] != entries):
         raise ValueError(
-            f"{op}: table must be 1-D with one entry per {int(bits)}-bit code (length {entries}), got shape {table.shape}"
+            f"{op}: table must be 1-D with one entry per {int(bits)}-bit code (length {entries}), got shape {table_shape}"
         )
-    if rows is not None and (table.ndim != 2 or table.shape[0] < 1 or table.shape[1] != entries):
+    if with_rows and (len(table_shape) != 2 or table_shape[0] < 1 or table_shape[1] != entries):
         raise ValueError(
             f"{op}: with rows, table must be 2-D (R, {entries}) with R >= 1 tables of one entry per {int(bits)}-bit "
-            f"code, got shape {table.shape}"
+            f"code, got shape {table_shape}"
         )
-    out_dtype = smallest_code_dtype(int(table.min()), int(table.max()))
-    return np.ascontiguousarray(table.astype(out_dtype)), qmin, qmax
+    return qmin, qmax
 
 
 def table_rows(rows, codes_shape, table_count: int, op="lut_lookup") -> np.ndarray:
@@ -163,21 +173,43 @@ def table_rows(rows, codes_shape, table_count: int, op="lut_lookup") -> np.ndarr
     if rows.ndim != 1 or channels is None or rows.shape[0] != channels:
         raise ValueError(f"{op}: rows must have shape (C,) = ({channels},) (one table row per channel, the last "
                          f"axis of codes), got shape {rows.shape}")
-    if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= table_count):
-        bad = int(rows.min()) if int(rows.min()) < 0 else int(rows.max())
-        raise ValueError(f"{op}: rows holds {bad}, outside the table's rows [0, {table_count - 1}]")
+    check_in_range(ArrayOperand(rows), "rows", op, 0, table_count - 1, locate=False,
+                   where=f"the table's rows [0, {table_count - 1}]")
     return np.ascontiguousarray(rows, dtype=np.int64)
+
+
+def check_lut_lookup(codes: Operand, table_shape, bits, signed, rows, op="lut_lookup"):
+    """Validate a lut_lookup call (the contract of :func:`lut_lookup`): the table's shape, ``rows`` (when given) and
+    every code inside the declared range. Returns ``(qmin, qmax, rows)`` with ``rows`` int64 ``(C,)`` or ``None``.
+    Backend-neutral (``codes`` an :class:`~intsim.ops._checks.Operand`, ``rows`` a small host array)."""
+    qmin, qmax = check_lut_table_shape(table_shape, bits, signed, rows is not None, op)
+    if rows is not None:
+        rows = table_rows(rows, codes.shape, table_shape[0], op)
+    check_in_range(codes, "codes", op, qmin, qmax)
+    return qmin, qmax, rows
+
+
+def _narrowed_table(table: np.ndarray) -> np.ndarray:
+    """The table in the smallest dtype holding its values (the output dtype), C-contiguous."""
+    return np.ascontiguousarray(table.astype(smallest_code_dtype(int(table.min()), int(table.max()))))
+
+
+def lookup_table(table, bits, signed, op="lut_lookup", *, rows=None):
+    """Validate lut_lookup's ``table``, ``bits``, ``signed`` (and ``rows``: then ``table`` is 2-D, one table per
+    row); return the table narrowed to its output dtype (C-contiguous) and the declared code range
+    ``(qmin, qmax)``."""
+    table = as_int_array(table, "table", op)
+    qmin, qmax = check_lut_table_shape(table.shape, bits, signed, rows is not None, op)
+    return _narrowed_table(table), qmin, qmax
 
 
 def _prepare_lookup(codes, table, bits, signed, rows=None, op="lut_lookup"):
     """Validate lut_lookup's arguments once; return codes, the table narrowed to its output dtype, qmin and the
     int64 rows (``None`` for a 1-D table)."""
     codes = as_int_array(codes, "codes", op)
-    table, qmin, qmax = lookup_table(table, bits, signed, op, rows=rows)
-    if rows is not None:
-        rows = table_rows(rows, codes.shape, table.shape[0], op)
-    check_code_range(codes, "codes", op, qmin, qmax)
-    return codes, table, qmin, rows
+    table = as_int_array(table, "table", op)
+    qmin, _, rows = check_lut_lookup(ArrayOperand(codes), table.shape, bits, signed, rows, op)
+    return codes, _narrowed_table(table), qmin, rows
 
 
 def lut_lookup_reference(codes, table, *, bits=8, signed=False, rows=None):
@@ -309,7 +341,7 @@ class IGeluConstants:
         check_int(self.b_int, "b_int", op, hi=-1)
         check_int(self.c_int, "c_int", op, hi=-1)
         check_int(self.one, "one", op, hi=-IGELU_MIN_ONE)
-        check_int(self.shift, "shift", op, lo=0, hi=62)
+        check_int(self.shift, "shift", op, lo=0, hi=MAX_SHIFT)
         if self.b_int**2 + abs(self.c_int) >= 2**62:
             raise OverflowError(
                 f"{op}: b_int**2 + |c_int| = {self.b_int**2 + abs(self.c_int)} reaches 2**62; the erf polynomial "
@@ -359,15 +391,22 @@ def i_gelu_constants(scale: float) -> IGeluConstants:
     return IGeluConstants(b_int=b_int, c_int=c_int, one=one, shift=IGELU_SHIFT, out_scale=scale * s_e / 2.0)
 
 
-def _prepare_i_gelu(x, constants, op="i_gelu"):
-    """Validate i_gelu's arguments once and prove that every intermediate fits int64."""
-    x = as_int_array(x, "x", op)
+def check_i_gelu(x: Operand, constants, op="i_gelu") -> IGeluConstants:
+    """Validate an i_gelu call (``constants`` an :class:`IGeluConstants`, else ``TypeError``) and prove that every
+    intermediate fits int64 from the exact ``max|x|`` (``OverflowError``). Backend-neutral (``x`` an Operand)."""
     if not isinstance(constants, IGeluConstants):
         raise TypeError(f"{op}: constants must be an IGeluConstants (from i_gelu_constants), got {type(constants).__name__}")
     # |y_pre| = |(t + b_int)**2 + c_int| <= b_int**2 + |c_int| (t + b_int in [b_int, 0]); proven < 2**62 at construction.
     poly_bound = constants.b_int**2 + abs(constants.c_int)
     factor_bound = (poly_bound >> constants.shift) + 1 + abs(constants.one)  # |y + one| after the floor shift
-    check_int_bounds_fit(max_abs(x) * factor_bound, "x * (y + one)", op, INT64_MAX)
+    check_int_bounds_fit(abs_max(x) * factor_bound, "x * (y + one)", op)
+    return constants
+
+
+def _prepare_i_gelu(x, constants, op="i_gelu"):
+    """Validate i_gelu's arguments once and prove that every intermediate fits int64 (:func:`check_i_gelu`)."""
+    x = as_int_array(x, "x", op)
+    check_i_gelu(ArrayOperand(x), constants, op)
     return x
 
 

@@ -21,6 +21,8 @@ Integer contract
                     bit >>= 2
                 return res                                  # floor(sqrt(n)); rem = n - res**2
 
+    checks  :func:`check_isqrt_input` (backend-neutral: the torch twin calls it too).
+
     I-BERT's Algorithm 1 (Newton from above with an early exit) returns the same value; the digit-by-digit
     form is chosen because its latency is fixed (32 steps) and it needs no divider.
 """
@@ -33,11 +35,25 @@ import numpy as np
 from numba import prange
 
 from intsim._jit import kernel, parallel_kernel
-from intsim.ops._checks import INT64_MAX
+from intsim.limits import INT64_MAX
+from intsim.ops._checks import ArrayOperand, Operand
 
-__all__ = ["ISQRT_ITERATIONS", "isqrt", "isqrt_reference", "isqrt_scalar"]
+__all__ = ["ISQRT_ITERATIONS", "check_isqrt_input", "isqrt", "isqrt_reference", "isqrt_scalar"]
 
 ISQRT_ITERATIONS = 32  # one result bit per iteration: bit = 4**31, 4**30, ..., 4**0
+
+
+def check_isqrt_input(n: Operand, op: str = "isqrt") -> None:
+    """``ValueError`` unless every value of ``n`` lies in ``[0, 2**63 - 1]`` (naming the first negative one).
+    Backend-neutral (``n`` an :class:`~intsim.ops._checks.Operand`)."""
+    found = n.bounds()
+    if found is None:
+        return
+    low, high = found
+    if low < 0:
+        raise ValueError(f"{op}: n holds {low} at index {n.index_of(low)}; the square root needs n in [0, {INT64_MAX}]")
+    if high > INT64_MAX:  # only uint64 can get here
+        raise ValueError(f"{op}: n holds {high}, outside [0, {INT64_MAX}] (int64)")
 
 
 def _prepare(n, op: str) -> np.ndarray:
@@ -45,16 +61,7 @@ def _prepare(n, op: str) -> np.ndarray:
     array = np.asarray(n)
     if array.dtype == np.bool_ or array.dtype.kind not in "iu":
         raise TypeError(f"{op}: n must be an integer array, got dtype {array.dtype}")
-    if array.size:
-        low, high = int(array.min()), int(array.max())
-        if low < 0:
-            index = np.unravel_index(int(np.argmax(array == array.min())), array.shape)
-            raise ValueError(
-                f"{op}: n holds {low} at index {tuple(int(i) for i in index)}; "
-                f"the square root needs n in [0, {INT64_MAX}]"
-            )
-        if high > INT64_MAX:  # only uint64 can get here
-            raise ValueError(f"{op}: n holds {high}, outside [0, {INT64_MAX}] (int64)")
+    check_isqrt_input(ArrayOperand(array), op)
     return array.astype(np.int64)
 
 

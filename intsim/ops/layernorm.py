@@ -38,6 +38,8 @@ Integer contract
     ``sigma = 0`` (all ``x_hat`` of the row equal, e.g. ``C = 1``) is defined: ``inv = 0``, ``n = 0``,
     ``y_c = sat(round_shift(B_c, k_c) + zp_out)``, i.e. ``round(beta_c / out_scale) + zp_out`` — no NaN, no
     division by zero.
+    Checks: :func:`check_ptf_layernorm_parameters` and :func:`prove_ptf_layernorm_bounds` (backend-neutral: the
+    torch twin calls them too; the bounds depend on the declared code range and the constants, not on the data).
 
 Relation to FQ-ViT (``QIntLayerNorm``, mode ``int``): same PTF input (``x_hat = (q - zp) << alpha``) and the same
 integer ``S1``/``S2``; FQ-ViT then computes ``sigma``, ``1/sigma`` and an 8-bit mantissa ``M``/shift ``N`` per token
@@ -57,39 +59,47 @@ import numpy as np
 from numba import prange
 
 from intsim._jit import parallel_kernel
+from intsim.limits import INT64_MAX, INT64_MIN, MAX_MULTIPLIER, MAX_PTF_ALPHA, MAX_SHIFT
+from intsim.limits import LAYERNORM_MAX_CHANNELS as MAX_CHANNELS
+from intsim.limits import LAYERNORM_MAX_INPUT_BITS as MAX_INPUT_BITS
 from intsim.ops._checks import (
-    INT64_MAX,
-    INT64_MIN,
+    ArrayOperand,
+    Operand,
     as_int_array,
-    check_code_range,
+    check_in_range,
     check_int,
     check_int_bounds_fit,
+    check_output_range,
     declared_code_range,
+    per_channel_vector,
     smallest_code_dtype,
 )
 from intsim.ops.isqrt import isqrt_reference, isqrt_scalar
-from intsim.ops.requant import MAX_SHIFT, MULTIPLIER_BITS, quantize_multiplier
+from intsim.ops.requant import quantize_multiplier
 from intsim.ops.rounding import round_shift_scalar, rounding_code, rounding_shift_right_reference
 
 __all__ = [
     "RECIPROCAL_BITS",
     "NORM_FRACTION_BITS",
     "MAX_CHANNELS",
+    "MAX_INPUT_BITS",
     "MAX_PTF_ALPHA",
     "LayerNormConstants",
+    "LayerNormParams",
+    "check_ptf_layernorm_parameters",
     "layernorm_constants",
+    "layernorm_steps",
     "normalized_bound",
+    "prove_ptf_layernorm_bounds",
     "ptf_layernorm",
     "ptf_layernorm_reference",
 ]
 
 RECIPROCAL_BITS = 48  # P: inv = 2**P // sigma
 NORM_FRACTION_BITS = 16  # F: fraction bits of the normalised value n = (x - mean) / std
-MAX_CHANNELS = 2**14  # C bound under which |t * inv| <= 2*sqrt(C-1) * 2**48 < 2**56 always fits int64
-MAX_PTF_ALPHA = 7  # FQ-ViT uses K = 3 (alpha in 0..3); intsim accepts up to 7 (|x_hat| <= 255 << 7, 16 bits)
-MAX_INPUT_BITS = 16
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-_MAX_MULTIPLIER = 2**MULTIPLIER_BITS - 1
+# MAX_CHANNELS (2**14): C bound under which |t * inv| <= 2*sqrt(C-1) * 2**48 < 2**56 always fits int64;
+# MAX_PTF_ALPHA (7): FQ-ViT uses K = 3 (alpha in 0..3), intsim accepts up to 7 (|x_hat| <= 255 << 7, 16 bits);
+# MAX_INPUT_BITS (16): the widest declared input codes. All three live in intsim.limits.
 
 
 def _ceil_sqrt(value: int) -> int:
@@ -221,9 +231,13 @@ def layernorm_constants(gamma, beta, out_scale) -> LayerNormConstants:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _Prepared(NamedTuple):
-    q: np.ndarray
+class LayerNormParams(NamedTuple):
+    """Validated ptf_layernorm parameters: the declared input range, int64 per-channel ``(C,)`` vectors, the output
+    code range and the rounding code."""
+
     channels: int
+    in_lo: int
+    in_hi: int
     zero_point: int
     alpha: np.ndarray
     multiplier: np.ndarray
@@ -233,44 +247,39 @@ class _Prepared(NamedTuple):
     qmin: int
     qmax: int
     mode: int
-    out_dtype: np.dtype
 
 
-def _per_channel(value, name: str, op: str, channels: int, lo: int, hi: int) -> np.ndarray:
-    array = as_int_array(value, name, op)
-    if array.ndim > 1 or (array.ndim == 1 and array.shape[0] not in (1, channels)):
-        raise ValueError(
-            f"{op}: {name} must be a scalar or a per-channel vector of length {channels} "
-            f"(the last axis of q), got shape {array.shape}"
-        )
-    if array.size and (int(array.min()) < lo or int(array.max()) > hi):
-        bad = int(array.min()) if int(array.min()) < lo else int(array.max())
-        raise ValueError(f"{op}: {name} = {bad} is outside its allowed range [{lo}, {hi}]")
-    return np.ascontiguousarray(np.broadcast_to(array.astype(np.int64).reshape(-1), (channels,)))
-
-
-def _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, bits, signed, rounding, op):
-    """Validate every argument and prove every int64 bound; shared by the reference and the kernel."""
-    q = as_int_array(q, "q", op)
-    if q.ndim == 0:
+def check_ptf_layernorm_parameters(q: Operand, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax,
+                                   bits, signed, rounding, op="ptf_layernorm") -> LayerNormParams:
+    """Validate a ptf_layernorm call (module docstring's contract): ``q`` has ``1 <= C <= 2**14`` channels on its last
+    axis and codes in the declared range of ``bits`` (1..16) / ``signed``, ``zero_point`` inside it, ``[qmin, qmax]``
+    inside int32 with ``out_zero_point`` in it, ``alpha`` in ``[0, 7]``, ``|multiplier| < 2**31``, int64 ``bias`` and
+    ``shift`` in ``[0, 62]`` per tensor or per channel. Backend-neutral (``q`` an :class:`~intsim.ops._checks.Operand`)."""
+    if len(q.shape) == 0:
         raise ValueError(f"{op}: q must have at least one axis (the last one holds the C channels), got a scalar")
     channels = q.shape[-1]
     if not 1 <= channels <= MAX_CHANNELS:
         raise ValueError(f"{op}: q has C = {channels} channels (last axis); allowed range [1, {MAX_CHANNELS}]")
     in_lo, in_hi = declared_code_range(bits, signed, op, max_bits=MAX_INPUT_BITS)
-    check_code_range(q, "q", op, in_lo, in_hi)
+    check_in_range(q, "q", op, in_lo, in_hi)
     zero_point = check_int(zero_point, "zero_point", op, lo=in_lo, hi=in_hi)
-    qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    qmax = check_int(qmax, "qmax", op, lo=qmin, hi=_INT32_MAX)
-    out_zero_point = check_int(out_zero_point, "out_zero_point", op, lo=qmin, hi=qmax)
+    qmin, qmax, out_zero_point = check_output_range(qmin, qmax, out_zero_point, op, "out_zero_point")
     mode = rounding_code(rounding, op)
-    alpha = _per_channel(alpha, "alpha", op, channels, 0, MAX_PTF_ALPHA)
-    multiplier = _per_channel(multiplier, "multiplier", op, channels, -_MAX_MULTIPLIER, _MAX_MULTIPLIER)
-    bias = _per_channel(bias, "bias", op, channels, INT64_MIN, INT64_MAX)
-    shift = _per_channel(shift, "shift", op, channels, 0, MAX_SHIFT)
+    of = " (the last axis of q)"
+    alpha = per_channel_vector(alpha, "alpha", op, channels, 0, MAX_PTF_ALPHA, of=of)
+    multiplier = per_channel_vector(multiplier, "multiplier", op, channels, -MAX_MULTIPLIER, MAX_MULTIPLIER, of=of)
+    bias = per_channel_vector(bias, "bias", op, channels, INT64_MIN, INT64_MAX, of=of)
+    shift = per_channel_vector(shift, "shift", op, channels, 0, MAX_SHIFT, of=of)
+    return LayerNormParams(channels, in_lo, in_hi, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin,
+                           qmax, mode)
 
+
+def prove_ptf_layernorm_bounds(p: LayerNormParams, op: str = "ptf_layernorm") -> None:
+    """Prove every int64 width of the module docstring from the declared code range and the constants alone (exact
+    Python ints; no pass over the data), ``OverflowError`` naming the intermediate (and the channel) otherwise."""
+    channels = p.channels
     # statistics: |x_hat| <= X, C*S2 and S1**2 <= C**2 * X**2, |t| <= 2*C*X
-    x_bound = max(abs(in_lo - zero_point), abs(in_hi - zero_point)) << int(alpha.max())
+    x_bound = max(abs(p.in_lo - p.zero_point), abs(p.in_hi - p.zero_point)) << int(p.alpha.max())
     check_int_bounds_fit(channels * channels * x_bound * x_bound, "C*S2 and S1**2", op)
     check_int_bounds_fit(2 * channels * x_bound, "t = C*x_hat - S1", op)
     # normalisation: |t * inv| <= 2*sqrt(C-1) * 2**P, then the rounding constant 2**(P-F-1)
@@ -278,15 +287,20 @@ def _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin
     check_int_bounds_fit((_ceil_sqrt(4 * (channels - 1)) << RECIPROCAL_BITS) + (1 << (drop - 1)), "t * inv", op)
     # affine: |n*M + B| + 2**(k-1) per channel, then the shifted value plus out_zero_point
     bound_n = normalized_bound(channels)
-    for c in range(channels):
-        m, b, k = abs(int(multiplier[c])), abs(int(bias[c])), int(shift[c])
-        affine = bound_n * m + b
+    for c, (m, b, k) in enumerate(zip(p.multiplier.tolist(), p.bias.tolist(), p.shift.tolist())):
+        affine = bound_n * abs(m) + abs(b)
         check_int_bounds_fit(affine + (1 << k >> 1), f"n * multiplier + bias (channel {c})", op)
-        check_int_bounds_fit((affine >> k) + 1 + abs(out_zero_point), f"the shifted affine plus out_zero_point (channel {c})", op)
-    return _Prepared(
-        q, channels, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, mode,
-        smallest_code_dtype(qmin, qmax),
-    )
+        check_int_bounds_fit((affine >> k) + 1 + abs(p.out_zero_point),
+                             f"the shifted affine plus out_zero_point (channel {c})", op)
+
+
+def _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, bits, signed, rounding, op):
+    """Validate every argument and prove every int64 bound; shared by the reference and the kernel."""
+    q = as_int_array(q, "q", op)
+    p = check_ptf_layernorm_parameters(ArrayOperand(q), zero_point, alpha, multiplier, bias, shift, out_zero_point,
+                                       qmin, qmax, bits, signed, rounding, op)
+    prove_ptf_layernorm_bounds(p, op)
+    return q, p, smallest_code_dtype(p.qmin, p.qmax)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -299,10 +313,10 @@ def ptf_layernorm_reference(
     rounding="half_up",
 ):
     """Reference (the specification) of :func:`ptf_layernorm`: the module docstring's algorithm in numpy int64."""
-    p = _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, bits, signed, rounding,
-                 "ptf_layernorm_reference")
-    steps = layernorm_steps(p.q, p.zero_point, p.alpha, p.multiplier, p.bias, p.shift, p.out_zero_point, rounding)
-    return np.clip(steps["rounded"], p.qmin, p.qmax).astype(p.out_dtype)
+    q, p, out_dtype = _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, bits, signed,
+                               rounding, "ptf_layernorm_reference")
+    steps = layernorm_steps(q, p.zero_point, p.alpha, p.multiplier, p.bias, p.shift, p.out_zero_point, rounding)
+    return np.clip(steps["rounded"], p.qmin, p.qmax).astype(out_dtype)
 
 
 def layernorm_steps(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, rounding) -> dict[str, np.ndarray]:
@@ -366,12 +380,13 @@ def ptf_layernorm(
            [128, 128, 128, 128]], dtype=uint8)
     """
     op = "ptf_layernorm"
-    p = _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, bits, signed, rounding, op)
-    rows = np.ascontiguousarray(p.q).reshape(-1, p.channels)
-    out = np.empty(rows.shape, dtype=p.out_dtype)
+    q, p, out_dtype = _prepare(q, zero_point, alpha, multiplier, bias, shift, out_zero_point, qmin, qmax, bits, signed,
+                               rounding, op)
+    rows = np.ascontiguousarray(q).reshape(-1, p.channels)
+    out = np.empty(rows.shape, dtype=out_dtype)
     if rows.shape[0]:
         _ptf_layernorm_kernel(
             rows, np.int64(p.zero_point), p.alpha, p.multiplier, p.bias, p.shift, np.int64(p.out_zero_point),
             np.int64(p.qmin), np.int64(p.qmax), p.mode, out,
         )
-    return out.reshape(p.q.shape)
+    return out.reshape(q.shape)

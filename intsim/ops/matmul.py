@@ -76,6 +76,19 @@ How the kernel stays exact at BLAS speed (DESIGN.md section 5)
 
 :func:`integer_linear` is the weights-times-activations form (torch/timm ``nn.Linear`` layout): symmetric
 per-output-channel weight codes ``(N, K)`` (zero point 0, typically int8), ``x`` codes ``(..., K)``.
+
+Validation and bounds (backend-neutral, shared with the torch twins)
+    :func:`check_matmul` (shapes, zero points, bias, the accumulator bound; returns :class:`MatmulBounds`),
+    :func:`check_linear_shapes`, :func:`check_input_shift` and :func:`check_linear_input_shift` (``x_shift``
+    and the proof that the shifted input fits int64). They read the operands through
+    :class:`~intsim.ops._checks.Operand` (shapes and exact bounds), so any backend raises the same errors.
+
+Kernel internals (public so that a faster kernel, e.g. :mod:`intsim.ops.fused`, can use or replace them by name)
+    :func:`prepare_operands` (validated numpy operands, :class:`MatmulOperands`), :func:`linear_operands`,
+    :func:`plan_weight_product` (a :class:`ProductPlan`: carrier, K-chunk, digit split),
+    :func:`row_blocked_product` (the row-blocked exact float32 product with a caller's epilogue),
+    :func:`column_abs_sum_max`, :func:`to_float` (centred float copies with row/column sums) and
+    :func:`workspace` (per-thread scratch buffers).
 """
 
 from __future__ import annotations
@@ -89,13 +102,16 @@ import numpy as np
 from numba import prange
 
 from intsim._jit import kernel, parallel_kernel
+from intsim.limits import FLOAT32_EXACT, FLOAT64_EXACT, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, MAX_INPUT_SHIFT
 from intsim.ops._checks import (
-    INT64_MAX,
-    INT64_MIN,
+    ArrayOperand,
+    Operand,
+    abs_max,
     as_int_array,
+    check_in_range,
     check_int,
     check_int_bounds_fit,
-    max_abs as max_abs_int,
+    max_abs,
     smallest_code_dtype,
 )
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
@@ -103,29 +119,45 @@ from intsim.ops._threads import run_row_ranges, single_threaded_blas
 __all__ = [
     "FLOAT32_EXACT",
     "FLOAT64_EXACT",
+    "LINEAR_NAMES",
+    "MAX_INPUT_SHIFT",
     "MIN_FLOAT32_CHUNK",
+    "MatmulBounds",
+    "MatmulOperands",
+    "ProductPlan",
+    "check_input_shift",
+    "check_linear_input_shift",
+    "check_linear_shapes",
+    "check_matmul",
+    "column_abs_sum_max",
     "integer_linear",
     "integer_linear_reference",
     "integer_matmul",
     "integer_matmul_reference",
+    "linear_operands",
+    "plan_weight_product",
+    "prepare_operands",
+    "row_blocked_product",
     "shifted_linear_input",
     "shifted_linear_weight",
+    "to_float",
+    "workspace",
 ]
 
-FLOAT32_EXACT = 2**24  # every integer of magnitude <= 2**24 is a float32
-FLOAT64_EXACT = 2**53  # every integer of magnitude <= 2**53 is a float64
+# FLOAT32_EXACT = 2**24 and FLOAT64_EXACT = 2**53 (intsim.limits): every integer of at most that magnitude is a
+# float32 / float64; MAX_INPUT_SHIFT = 15: Linear's x_shift values lie in [0, 15] (PTF factors 2**0 .. 2**15)
 MIN_FLOAT32_CHUNK = 64  # below this chunk length float64 on fewer chunks is faster than many float32 chunks
 MIN_COLUMN_CHUNK = 32  # shortest K-chunk proved by column sums (before a digit split, which doubles the flops)
 SERIAL_BELOW = 2**16  # products with fewer elements (a + b + out) run their numba loops on one thread
+LINEAR_NAMES = ("x", "weight", "x_zero_point", "weight zero point")  # integer_linear's names of a, b and zero points
 
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+# ------------------------------------------------------------------------ validation and bounds (backend-neutral)
 
 
-class _Operands(NamedTuple):
-    """Validated operands of one matmul (the output of :func:`_prepare`)."""
+class MatmulBounds(NamedTuple):
+    """A matmul's validated zero points and bias and its proved bounds (exact Python ints), from :func:`check_matmul`."""
 
-    a: np.ndarray  # (..., M, K) integer
-    b: np.ndarray  # (..., K, N) integer
     a_zp: int
     b_zp: int
     bias: np.ndarray  # (N,) int64, zeros when no bias was given
@@ -135,59 +167,108 @@ class _Operands(NamedTuple):
     out_shape: tuple
 
 
-def _abs_max_shifted(array: np.ndarray, zero_point: int) -> int:
-    """``max |array - zero_point|`` as an exact Python int (0 for an empty array)."""
-    if array.size == 0:
-        return 0
-    return max(abs(int(array.min()) - zero_point), abs(int(array.max()) - zero_point))
+def check_matmul(a: Operand, b: Operand, a_zero_point, b_zero_point, bias, op="integer_matmul",
+                 names=("a", "b", "a_zero_point", "b_zero_point")) -> MatmulBounds:
+    """Validate a matmul (module docstring's contract) and prove its int64 accumulator bound.
 
-
-def _prepare(a, b, a_zero_point, b_zero_point, bias, op="integer_matmul", names=("a", "b", "a_zero_point", "b_zero_point")):
-    """Validate a matmul's arguments once (shared by kernel and reference); prove the int64 bound."""
+    ``a (..., M, K)`` and ``b (..., K, N)`` with broadcasting batch axes (as :class:`~intsim.ops._checks.Operand`),
+    zero points in int64, ``bias`` ``None`` or integers ``(N,)`` in int32; proves ``max|a - a_zp|``, ``max|b - b_zp|``
+    and ``K * max|a - a_zp| * max|b - b_zp| + max|bias|`` fit int64 (``OverflowError`` otherwise). ``names`` are
+    the names of ``a``, ``b`` and their zero points in messages. Backend-neutral: the kernel, the reference and the
+    torch twin raise the same errors through it.
+    """
     a_name, b_name, a_zp_name, b_zp_name = names
-    a = as_int_array(a, a_name, op)
-    b = as_int_array(b, b_name, op)
-    if a.ndim < 2 or b.ndim < 2:
+    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+    expected = f"{op}: {a_name} must have shape (..., M, K) and {b_name} shape (..., K, N)"
+    if len(a_shape) < 2 or len(b_shape) < 2:
+        raise ValueError(f"{expected}, got {a_name}.shape = {a_shape} and {b_name}.shape = {b_shape}")
+    if a_shape[-1] != b_shape[-2]:
         raise ValueError(
-            f"{op}: {a_name} must have shape (..., M, K) and {b_name} shape (..., K, N), "
-            f"got {a_name}.shape = {a.shape} and {b_name}.shape = {b.shape}"
-        )
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(
-            f"{op}: the inner dimensions differ: {a_name}.shape = {a.shape} has K = {a.shape[-1]}, "
-            f"{b_name}.shape = {b.shape} has K = {b.shape[-2]}"
+            f"{expected} with the same K, but the inner dimensions differ: {a_name}.shape = {a_shape} has "
+            f"K = {a_shape[-1]}, {b_name}.shape = {b_shape} has K = {b_shape[-2]}"
         )
     try:
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
     except ValueError:
         raise ValueError(
-            f"{op}: the batch dimensions of {a_name}.shape = {a.shape} and {b_name}.shape = {b.shape} "
-            f"do not broadcast ({a.shape[:-2]} vs {b.shape[:-2]})"
+            f"{op}: the batch dimensions of {a_name}.shape = {a_shape} and {b_name}.shape = {b_shape} "
+            f"do not broadcast ({a_shape[:-2]} vs {b_shape[:-2]})"
         ) from None
     a_zp = check_int(a_zero_point, a_zp_name, op, lo=INT64_MIN, hi=INT64_MAX)
     b_zp = check_int(b_zero_point, b_zp_name, op, lo=INT64_MIN, hi=INT64_MAX)
-    k, n = a.shape[-1], b.shape[-1]
+    k, n = a_shape[-1], b_shape[-1]
     if bias is None:
         bias64 = np.zeros(n, dtype=np.int64)
-        bias_abs = 0
     else:
         bias = as_int_array(bias, "bias", op)
         if bias.shape != (n,):
             raise ValueError(f"{op}: bias must have shape (N,) = ({n},) (one value per output column), got shape {bias.shape}")
-        if bias.size and (int(bias.min()) < _INT32_MIN or int(bias.max()) > _INT32_MAX):
-            bad = int(bias.min()) if int(bias.min()) < _INT32_MIN else int(bias.max())
-            raise ValueError(f"{op}: bias holds {bad}, outside its allowed range [{_INT32_MIN}, {_INT32_MAX}] (int32)")
+        check_in_range(ArrayOperand(bias), "bias", op, INT32_MIN, INT32_MAX, locate=False,
+                       where=f"its allowed range [{INT32_MIN}, {INT32_MAX}] (int32)")
         bias64 = np.ascontiguousarray(bias, dtype=np.int64)
-        bias_abs = max(abs(int(bias.min())), abs(int(bias.max()))) if bias.size else 0
-    a_abs = _abs_max_shifted(a, a_zp)
-    b_abs = _abs_max_shifted(b, b_zp)
+    a_abs, b_abs = abs_max(a, a_zp), abs_max(b, b_zp)
     check_int_bounds_fit(a_abs, f"{a_name} - {a_zp_name}", op)
     check_int_bounds_fit(b_abs, f"{b_name} - {b_zp_name}", op)
-    bound = k * a_abs * b_abs + bias_abs
+    bound = k * a_abs * b_abs + max_abs(bias64)
     check_int_bounds_fit(
         bound, f"the accumulator K * max|{a_name} - zp| * max|{b_name} - zp| + max|bias| (K = {k})", op
     )
-    return _Operands(a, b, a_zp, b_zp, bias64, a_abs, b_abs, bound, tuple(batch) + (a.shape[-2], n))
+    return MatmulBounds(a_zp, b_zp, bias64, a_abs, b_abs, bound, tuple(batch) + (a_shape[-2], n))
+
+
+def check_linear_shapes(x_shape, weight_shape, op: str = "integer_linear") -> tuple:
+    """``x (..., K)`` and ``weight (N, K)`` (torch ``nn.Linear`` layout), else ``ValueError``; returns ``(..., N)``."""
+    x_shape, weight_shape = tuple(x_shape), tuple(weight_shape)
+    if len(x_shape) < 1 or len(weight_shape) != 2 or x_shape[-1] != weight_shape[1]:
+        raise ValueError(
+            f"{op}: x must have shape (..., K) and weight shape (N, K) (torch nn.Linear layout), "
+            f"got x.shape = {x_shape} and weight.shape = {weight_shape}"
+        )
+    return x_shape[:-1] + (weight_shape[0],)
+
+
+def check_input_shift(x_shift, channels: int | None, op: str = "integer_linear") -> np.ndarray:
+    """``x_shift`` validated: integers of shape ``(K,)`` = ``(channels,)`` in ``[0, 15]``; returned as int64."""
+    shift = as_int_array(x_shift, "x_shift", op)
+    if shift.ndim != 1 or channels is None or shift.shape[0] != channels:
+        raise ValueError(f"{op}: x_shift must have shape (K,) = ({'?' if channels is None else channels},) (one "
+                         f"shift per input channel), got shape {shift.shape}")
+    check_in_range(ArrayOperand(shift), "x_shift", op, 0, MAX_INPUT_SHIFT, locate=False,
+                   where=f"its allowed range [0, {MAX_INPUT_SHIFT}]")
+    return shift.astype(np.int64)
+
+
+def check_linear_input_shift(x: Operand, x_zero_point, x_shift, op: str = "integer_linear") -> tuple[int, np.ndarray]:
+    """``(x_zero_point, x_shift)`` validated, with the proof that the shifted input ``(x - x_zero_point) << x_shift``
+    fits int64 (``OverflowError`` when ``max|x - x_zero_point| * 2**max(x_shift)`` does not); ``x`` an operand."""
+    shift = check_input_shift(x_shift, x.shape[-1] if len(x.shape) else None, op)
+    zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
+    top = int(shift.max()) if shift.size else 0
+    check_int_bounds_fit(abs_max(x, zero_point) << top, "max|x - x_zero_point| * 2**max(x_shift)", op)
+    return zero_point, shift
+
+
+# ------------------------------------------------------------------- prepared operands (numpy, kernel internals)
+
+
+class MatmulOperands(NamedTuple("MatmulOperands", [("a", np.ndarray), ("b", np.ndarray),
+                                                   *MatmulBounds.__annotations__.items()])):
+    """Validated numpy operands of one matmul, ``a (..., M, K)`` and ``b (..., K, N)``, followed by the fields of
+    their :class:`MatmulBounds` (the output of :func:`prepare_operands`)."""
+
+    __slots__ = ()
+
+
+def prepare_operands(a, b, a_zero_point, b_zero_point, bias, op="integer_matmul",
+                     names=("a", "b", "a_zero_point", "b_zero_point")) -> MatmulOperands:
+    """Validate a matmul's arguments once (shared by kernel and reference; :func:`check_matmul`)."""
+    a = as_int_array(a, names[0], op)
+    b = as_int_array(b, names[1], op)
+    return MatmulOperands(a, b, *check_matmul(ArrayOperand(a), ArrayOperand(b), a_zero_point, b_zero_point, bias, op,
+                                              names))
+
+
+_Operands, _prepare = MatmulOperands, prepare_operands  # the earlier private names
 
 
 # --------------------------------------------------------------------------------------------- reference
@@ -199,48 +280,24 @@ def integer_matmul_reference(a, b, *, a_zero_point=0, b_zero_point=0, bias=None)
     Plain numpy integer arithmetic (numpy's int64 matmul loop, no BLAS, no float); the validation and the
     int64 bound proof are shared with :func:`integer_matmul`.
     """
-    p = _prepare(a, b, a_zero_point, b_zero_point, bias, "integer_matmul_reference")
+    p = prepare_operands(a, b, a_zero_point, b_zero_point, bias, "integer_matmul_reference")
     acc = np.matmul(p.a.astype(np.int64) - p.a_zp, p.b.astype(np.int64) - p.b_zp)
     return (acc + p.bias).astype(np.int64, copy=False).reshape(p.out_shape)
 
 
-def _linear_operands(x, weight, op):
-    """Validate ``integer_linear``'s ``x`` and ``weight`` shapes; return x as ``(rows, K)`` and the output shape."""
+def linear_operands(x, weight, op: str = "integer_linear"):
+    """Validate ``integer_linear``'s ``x`` and ``weight`` (:func:`check_linear_shapes`); return x as ``(rows, K)``,
+    the weight and the output shape."""
     x = as_int_array(x, "x", op)
     weight = as_int_array(weight, "weight", op)
-    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"{op}: x must have shape (..., K) and weight shape (N, K) (torch nn.Linear layout), "
-            f"got x.shape = {x.shape} and weight.shape = {weight.shape}"
-        )
-    return x.reshape(-1, x.shape[-1]), weight, x.shape[:-1] + (weight.shape[0],)
-
-
-_LINEAR_NAMES = ("x", "weight", "x_zero_point", "weight zero point")
-MAX_INPUT_SHIFT = 15  # x_shift values lie in [0, 15] (PTF factors 2**0 .. 2**15)
-
-
-def _checked_shift(x_shift, channels: int | None, op: str) -> np.ndarray:
-    """``x_shift`` validated: integers of shape ``(K,)`` = ``(channels,)`` in ``[0, 15]``; returned as int64."""
-    shift = as_int_array(x_shift, "x_shift", op)
-    if shift.ndim != 1 or channels is None or shift.shape[0] != channels:
-        raise ValueError(f"{op}: x_shift must have shape (K,) = ({'?' if channels is None else channels},) (one "
-                         f"shift per input channel), got shape {shift.shape}")
-    if shift.size and (int(shift.min()) < 0 or int(shift.max()) > MAX_INPUT_SHIFT):
-        bad = int(shift.min()) if int(shift.min()) < 0 else int(shift.max())
-        raise ValueError(f"{op}: x_shift holds {bad}, outside its allowed range [0, {MAX_INPUT_SHIFT}]")
-    return shift.astype(np.int64)
+    out_shape = check_linear_shapes(x.shape, weight.shape, op)
+    return x.reshape(-1, x.shape[-1]), weight, out_shape
 
 
 def _checked_input_shift(x, x_zero_point, x_shift, op: str) -> tuple[np.ndarray, int, np.ndarray]:
-    """``(x, x_zero_point, x_shift)`` validated, with the proof that the shifted input fits int64
-    (``OverflowError`` when ``max|x - x_zero_point| * 2**max(x_shift)`` does not)."""
+    """``(x, x_zero_point, x_shift)`` validated (:func:`check_linear_input_shift`), ``x`` as an integer array."""
     x = as_int_array(x, "x", op)
-    shift = _checked_shift(x_shift, x.shape[-1] if x.ndim else None, op)
-    zero_point = check_int(x_zero_point, "x_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
-    top = int(shift.max()) if shift.size else 0
-    check_int_bounds_fit(_abs_max_shifted(x, zero_point) << top, "max|x - x_zero_point| * 2**max(x_shift)", op)
-    return x, zero_point, shift
+    return (x, *check_linear_input_shift(ArrayOperand(x), x_zero_point, x_shift, op))
 
 
 def _narrowed(values: np.ndarray) -> np.ndarray:
@@ -274,9 +331,9 @@ def shifted_linear_weight(weight, x_shift, op: str = "integer_linear"):
     if x_shift is None:
         return weight
     weight = as_int_array(weight, "weight", op)
-    shift = _checked_shift(x_shift, weight.shape[1] if weight.ndim == 2 else None, op)
+    shift = check_input_shift(x_shift, weight.shape[1] if weight.ndim == 2 else None, op)
     top = int(shift.max()) if shift.size else 0
-    check_int_bounds_fit(max_abs_int(weight) << top, "max|weight| * 2**max(x_shift)", op)
+    check_int_bounds_fit(max_abs(weight) << top, "max|weight| * 2**max(x_shift)", op)
     return _narrowed(weight.astype(np.int64) << shift[None, :])
 
 
@@ -285,8 +342,8 @@ def integer_linear_reference(x, weight, *, x_zero_point=0, bias=None, x_shift=No
     no ``x_shift``: no shift)."""
     op = "integer_linear_reference"
     x, x_zero_point = shifted_linear_input(x, x_zero_point, x_shift, op)
-    x2, weight, out_shape = _linear_operands(x, weight, op)
-    p = _prepare(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)
+    x2, weight, out_shape = linear_operands(x, weight, op)
+    p = prepare_operands(x2, weight.T, x_zero_point, 0, bias, op, LINEAR_NAMES)
     acc = (p.a.astype(np.int64) - p.a_zp) @ p.b.astype(np.int64) + p.bias
     return acc.reshape(out_shape)
 
@@ -295,7 +352,7 @@ def integer_linear_reference(x, weight, *, x_zero_point=0, bias=None, x_shift=No
 
 
 @parallel_kernel
-def _shift_to_float(src, zero_point, dst):
+def _shiftto_float(src, zero_point, dst):
     """``dst[i] = src[i] - zero_point`` (int64 subtraction; the caller proved the result is float-exact)."""
     for i in prange(src.shape[0]):
         dst[i] = np.int64(src[i]) - zero_point
@@ -330,7 +387,7 @@ def _shift_to_float_column_sums(src, zero_point, dst, sums):
 
 
 @parallel_kernel
-def _split_to_float(src, zero_point, shift, hi, lo):
+def _splitto_float(src, zero_point, shift, hi, lo):
     """``x = src - zero_point = hi * 2**shift + lo`` with ``hi = x >> shift`` (floor) and ``0 <= lo < 2**shift``."""
     for i in prange(src.shape[0]):
         x = np.int64(src[i]) - zero_point
@@ -381,7 +438,7 @@ def _int64_matmul(a, b, a_zp, b_zp, bias, out):
 _WORKSPACE = threading.local()  # per-thread float scratch buffers, kept between calls (no page faults)
 
 
-def _workspace(slot: str, shape, dtype) -> np.ndarray:
+def workspace(slot: str, shape, dtype) -> np.ndarray:
     """A C-ordered scratch array of ``shape`` from this thread's buffer ``slot``, grown when too small.
 
     Reusing the buffers saves the page faults of fresh allocations (about as costly as the conversions
@@ -396,7 +453,7 @@ def _workspace(slot: str, shape, dtype) -> np.ndarray:
     return buffer[:nbytes].view(dtype).reshape(shape)
 
 
-def _to_float(x: np.ndarray, zero_point: int, dtype, sums: str | None = None, slot: str | None = None):
+def to_float(x: np.ndarray, zero_point: int, dtype, sums: str | None = None, slot: str | None = None):
     """``(x - zero_point)`` as a new float array of ``x``'s shape, and the largest sum of ``|x - zero_point|``.
 
     ``sums`` is ``"rows"`` (along the last axis), ``"columns"`` (along the second-to-last axis) or ``None``
@@ -406,14 +463,14 @@ def _to_float(x: np.ndarray, zero_point: int, dtype, sums: str | None = None, sl
     """
     if x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:
         flipped = {"rows": "columns", "columns": "rows", None: None}[sums]
-        out, largest = _to_float(x.T, zero_point, dtype, flipped, slot)
+        out, largest = to_float(x.T, zero_point, dtype, flipped, slot)
         return out.T, largest
     x = np.ascontiguousarray(x)
-    out = np.empty(x.shape, dtype=dtype) if slot is None else _workspace(slot, x.shape, dtype)
+    out = np.empty(x.shape, dtype=dtype) if slot is None else workspace(slot, x.shape, dtype)
     zp = np.int64(zero_point)
     if sums is None:
         if x.size:
-            _shift_to_float(x.reshape(-1), zp, out.reshape(-1))
+            _shiftto_float(x.reshape(-1), zp, out.reshape(-1))
         return out, None
     if x.size == 0:
         return out, 0
@@ -427,7 +484,7 @@ def _to_float(x: np.ndarray, zero_point: int, dtype, sums: str | None = None, sl
     return out, int(totals.max())
 
 
-class _Plan(NamedTuple):
+class ProductPlan(NamedTuple):
     """How the kernel computes one product.
 
     ``dtype`` float32/float64 carrier, or ``None`` for int64 loops; ``chunk`` the number of ``k`` per BLAS
@@ -449,7 +506,7 @@ def _split_shift(k: int, a_abs: int, b_abs: int, limit: int) -> int:
     return shift
 
 
-def _plan(p: _Operands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64_EXACT, min_f32_chunk=MIN_FLOAT32_CHUNK) -> _Plan:
+def _plan(p: MatmulOperands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64_EXACT, min_f32_chunk=MIN_FLOAT32_CHUNK) -> ProductPlan:
     """Choose the carrier, the K-chunk or the digit split (module docstring); limits are parameters for tests.
 
     ``sums`` = ``(largest row sum of |a - a_zp|, largest column sum of |b - b_zp|)`` when already known.
@@ -458,33 +515,33 @@ def _plan(p: _Operands, *, sums=None, f32_exact=FLOAT32_EXACT, f64_exact=FLOAT64
     product = p.a_abs * p.b_abs  # >= 1 here
     whole = k * product
     if whole <= f32_exact:
-        return _Plan(np.float32, k, whole)
+        return ProductPlan(np.float32, k, whole)
     if sums is None:
-        sums = (_to_float(p.a, p.a_zp, np.float64, "rows")[1], _to_float(p.b, p.b_zp, np.float64, "columns")[1])
+        sums = (to_float(p.a, p.a_zp, np.float64, "rows")[1], to_float(p.b, p.b_zp, np.float64, "columns")[1])
     tight = min(whole, sums[0] * p.b_abs, sums[1] * p.a_abs)
     if tight <= f32_exact:
-        return _Plan(np.float32, k, tight)
+        return ProductPlan(np.float32, k, tight)
     chunk = f32_exact // product
     if chunk >= min_f32_chunk:
         column_chunk = _column_chunk(p, f32_exact, chunk) if p.b.ndim == 2 else None
         if column_chunk is not None:
-            return _Plan(np.float32, *column_chunk)
-        return _Plan(np.float32, chunk, chunk * product)
+            return ProductPlan(np.float32, *column_chunk)
+        return ProductPlan(np.float32, chunk, chunk * product)
     column_chunk = _column_chunk(p, f32_exact, min(min_f32_chunk, MIN_COLUMN_CHUNK) - 1) if p.b.ndim == 2 else None
     if column_chunk is not None:
-        return _Plan(np.float32, *column_chunk)
+        return ProductPlan(np.float32, *column_chunk)
     shift = _split_shift(k, p.a_abs, p.b_abs, f32_exact)
     if shift:
-        return _Plan(np.float32, k, k * max((1 << shift) - 1, -(-p.a_abs >> shift)) * p.b_abs, shift)
+        return ProductPlan(np.float32, k, k * max((1 << shift) - 1, -(-p.a_abs >> shift)) * p.b_abs, shift)
     if tight <= f64_exact:
-        return _Plan(np.float64, k, tight)
+        return ProductPlan(np.float64, k, tight)
     chunk = f64_exact // product
     if chunk >= 1:
-        return _Plan(np.float64, chunk, chunk * product)
-    return _Plan(None, k, whole)
+        return ProductPlan(np.float64, chunk, chunk * product)
+    return ProductPlan(None, k, whole)
 
 
-def _column_chunk(p: _Operands, limit: int, smallest: int) -> tuple[int, int] | None:
+def _column_chunk(p: MatmulOperands, limit: int, smallest: int) -> tuple[int, int] | None:
     """``(chunk, bound)``: the longest K-chunk (of equal chunks, each longer than ``smallest``) such that every chunk's
     ``max|a - a_zp| * max_n sum_{k in chunk} |b[k, n] - b_zp|`` is ``<= limit``, or ``None``.
 
@@ -515,7 +572,7 @@ ROWS_PER_BLOCK = 128  # rows of ``a`` per block: the block's float copy and prod
 
 
 @kernel
-def _block_to_float(src, zero_point, dst):
+def _blockto_float(src, zero_point, dst):
     """``dst = src - zero_point`` on one ``(R, K)`` block (serial: each block runs on one thread)."""
     for r in range(src.shape[0]):
         for k in range(src.shape[1]):
@@ -561,14 +618,14 @@ def row_blocked_product(a: np.ndarray, a_zero_point: int, b_float: np.ndarray, c
     zero_point = np.int64(a_zero_point)
 
     def work(start, stop):
-        block_float = _workspace("block_a", (stop - start, k), b_float.dtype)
-        _block_to_float(a[start:stop], zero_point, block_float)
-        product = _workspace("block_product", (stop - start, n), b_float.dtype)
+        block_float = workspace("block_a", (stop - start, k), b_float.dtype)
+        _blockto_float(a[start:stop], zero_point, block_float)
+        product = workspace("block_product", (stop - start, n), b_float.dtype)
         if chunks == 1:
             np.matmul(block_float, b_float, out=product)
             finish(product, start, stop)
             return
-        acc = _workspace("block_acc", (stop - start, n), np.int64)
+        acc = workspace("block_acc", (stop - start, n), np.int64)
         for index, first in enumerate(range(0, k, size)):
             np.matmul(block_float[:, first : first + size], b_float[first : first + size], out=product)
             _add_chunk(product, acc, index == 0)
@@ -585,7 +642,7 @@ def column_abs_sum_max(b: np.ndarray, zero_point: int) -> int:
     return int(np.abs(b.astype(np.int64) - zero_point).sum(axis=0).max())
 
 
-def plan_weight_product(p: _Operands, columns: int | None = None, **limits) -> _Plan:
+def plan_weight_product(p: MatmulOperands, columns: int | None = None, **limits) -> ProductPlan:
     """The plan of a product whose ``b`` is 2-D, from ``b``'s column sums alone (no pass over ``a``).
 
     The row sums of ``|a - a_zp|`` are bounded by ``K * max|a - a_zp|``, so the plan stays proved; it may chunk
@@ -609,7 +666,7 @@ def _numba_threads(count: int):
         numba.set_num_threads(previous)
 
 
-def _matmul(p: _Operands, **limits) -> np.ndarray:
+def _matmul(p: MatmulOperands, **limits) -> np.ndarray:
     """The exact kernel on validated operands; small products run their numba loops on one thread."""
     if p.a.size + p.b.size + int(np.prod(p.out_shape)) < SERIAL_BELOW:
         with _numba_threads(1):
@@ -617,7 +674,7 @@ def _matmul(p: _Operands, **limits) -> np.ndarray:
     return _matmul_any(p, **limits)
 
 
-def _matmul_any(p: _Operands, **limits) -> np.ndarray:
+def _matmul_any(p: MatmulOperands, **limits) -> np.ndarray:
     out_shape = p.out_shape
     k, n = p.a.shape[-1], p.b.shape[-1]
     out = np.empty(out_shape, dtype=np.int64)
@@ -636,7 +693,7 @@ def _matmul_any(p: _Operands, **limits) -> np.ndarray:
         plan = plan_weight_product(p, **limits)
         if plan.dtype is np.float32 and not plan.split:
             out2 = out.reshape(-1, n)
-            b_float = _to_float(b, p.b_zp, np.float32)[0]
+            b_float = to_float(b, p.b_zp, np.float32)[0]
             row_blocked_product(a, p.a_zp, b_float, plan.chunk,
                                 lambda acc, start, stop: _finish_store(acc, p.bias, out2[start:stop]))
             return out
@@ -645,8 +702,8 @@ def _matmul_any(p: _Operands, **limits) -> np.ndarray:
     if k * p.a_abs * p.b_abs > f32:
         # the bound needs the row/column sums: get them while converting (float32 when that is exact)
         carrier = np.float32 if max(p.a_abs, p.b_abs) <= f32 else np.float64
-        af, row_max = _to_float(a, p.a_zp, carrier, "rows", "a")
-        bf, column_max = _to_float(b, p.b_zp, carrier, "columns", "b")
+        af, row_max = to_float(a, p.a_zp, carrier, "rows", "a")
+        bf, column_max = to_float(b, p.b_zp, carrier, "columns", "b")
         sums = (row_max, column_max)
     plan = _plan(p, sums=sums, **limits)
     if plan.dtype is None:
@@ -655,19 +712,19 @@ def _matmul_any(p: _Operands, **limits) -> np.ndarray:
         _int64_matmul(a3, b3, np.int64(p.a_zp), np.int64(p.b_zp), p.bias, out.reshape(-1, *out_shape[-2:]))
         return out
     if bf is None or bf.dtype != plan.dtype:
-        bf = _to_float(b, p.b_zp, plan.dtype, slot="b")[0]
+        bf = to_float(b, p.b_zp, plan.dtype, slot="b")[0]
     out2 = out.reshape(-1, n)
     if plan.split:
         a = np.ascontiguousarray(a).reshape((1,) * (len(batch) + 2 - a.ndim) + a.shape)  # batch rank of the output
-        digits = _workspace("a", (2,) + a.shape, np.float32)  # [0]: high digits, [1]: low digits
-        _split_to_float(a.reshape(-1), np.int64(p.a_zp), np.int64(plan.split), digits[0].reshape(-1), digits[1].reshape(-1))
-        products = _workspace("out", (2,) + np.broadcast_shapes(a.shape[:-2], bf.shape[:-2]) + (a.shape[-2], n), np.float32)
+        digits = workspace("a", (2,) + a.shape, np.float32)  # [0]: high digits, [1]: low digits
+        _splitto_float(a.reshape(-1), np.int64(p.a_zp), np.int64(plan.split), digits[0].reshape(-1), digits[1].reshape(-1))
+        products = workspace("out", (2,) + np.broadcast_shapes(a.shape[:-2], bf.shape[:-2]) + (a.shape[-2], n), np.float32)
         np.matmul(digits, bf, out=products)  # (2, *batch, M, N)
         _store_split(products[0].reshape(-1, n), products[1].reshape(-1, n), np.int64(plan.split), p.bias, out2)
         return out
     if af is None or af.dtype != plan.dtype:
-        af = _to_float(a, p.a_zp, plan.dtype, slot="a")[0]
-    buffer = _workspace("out", np.broadcast_shapes(af.shape[:-2], bf.shape[:-2]) + (af.shape[-2], n), plan.dtype)
+        af = to_float(a, p.a_zp, plan.dtype, slot="a")[0]
+    buffer = workspace("out", np.broadcast_shapes(af.shape[:-2], bf.shape[:-2]) + (af.shape[-2], n), plan.dtype)
     chunk_out = buffer.reshape(-1, n)
     chunks = -(-k // plan.chunk)
     size = -(-k // chunks)  # equal chunks, each <= plan.chunk
@@ -699,7 +756,7 @@ def integer_matmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None):
     array([[-32502,   -139],
            [   262,   -383]])
     """
-    return _matmul(_prepare(a, b, a_zero_point, b_zero_point, bias))
+    return _matmul(prepare_operands(a, b, a_zero_point, b_zero_point, bias))
 
 
 def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
@@ -721,9 +778,9 @@ def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
     """
     op = "integer_linear"
     if x_shift is not None:
-        _linear_operands(x, weight, op)  # shape errors first, as without x_shift
+        linear_operands(x, weight, op)  # shape errors first, as without x_shift
         # the reference's proof that the shifted input fits int64 (same errors), then the weight form of it
         x, x_zero_point, x_shift = _checked_input_shift(x, x_zero_point, x_shift, op)
         weight = shifted_linear_weight(weight, x_shift, op)
-    x2, weight, out_shape = _linear_operands(x, weight, op)
-    return _matmul(_prepare(x2, weight.T, x_zero_point, 0, bias, op, _LINEAR_NAMES)).reshape(out_shape)
+    x2, weight, out_shape = linear_operands(x, weight, op)
+    return _matmul(prepare_operands(x2, weight.T, x_zero_point, 0, bias, op, LINEAR_NAMES)).reshape(out_shape)

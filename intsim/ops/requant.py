@@ -18,6 +18,9 @@ Integer contract
                    uint8/int8/uint16/int16/int32 that holds ``[qmin, qmax]``.
     Rounding       one rounding of the exact product, ties by ``rounding`` (see :mod:`intsim.ops.rounding`).
     Saturation     to ``[qmin, qmax]`` after the zero point is added.
+
+Validation and bounds are backend-neutral (:func:`check_requantize_parameters`, :func:`prove_requantize_bounds`):
+the kernel, the reference, the torch twin and the fused kernels call the same functions.
 """
 
 from __future__ import annotations
@@ -29,11 +32,17 @@ import numpy as np
 from numba import prange
 
 from intsim._jit import parallel_kernel
+from intsim.limits import INT32_MIN, INT64_MAX, MAX_MULTIPLIER, MAX_SHIFT, MULTIPLIER_BITS
 from intsim.ops._checks import (
-    INT64_MAX,
+    ArrayOperand,
+    Operand,
+    abs_max,
     as_int_array,
-    check_int,
     check_int_bounds_fit,
+    check_output_range,
+    column_abs_max,
+    per_channel_vector,
+    size_of,
     smallest_code_dtype,
 )
 from intsim.ops.rounding import round_shift_scalar, rounding_code, rounding_shift_right_reference
@@ -42,15 +51,13 @@ __all__ = [
     "MULTIPLIER_BITS",
     "MAX_SHIFT",
     "RequantParams",
+    "check_requantize_parameters",
     "prepare_parameters",
+    "prove_requantize_bounds",
     "quantize_multiplier",
     "requantize",
     "requantize_reference",
 ]
-
-MULTIPLIER_BITS = 31  # |M| < 2**31: the mantissa of a normalised multiplier lies in [2**30, 2**31)
-MAX_SHIFT = 62
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -89,15 +96,6 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return (multiplier if real > 0 else -multiplier), shift
 
 
-def _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding, op="requantize"):
-    """Validate requantize's arguments once; return int64 per-channel params and the output dtype."""
-    acc = as_int_array(acc, "acc", op)
-    multipliers, shifts, zero_point, qmin, qmax, mode = prepare_parameters(
-        acc.shape, multiplier, shift, zero_point, qmin, qmax, rounding, op)
-    _check_no_overflow(acc, multipliers, shifts, zero_point, op)
-    return acc, multipliers, shifts, zero_point, qmin, qmax, mode
-
-
 class RequantParams(NamedTuple):
     """Validated requantize parameters (int64 per-channel ``multipliers``/``shifts``, one per channel)."""
 
@@ -109,60 +107,62 @@ class RequantParams(NamedTuple):
     mode: int  # rounding code (intsim.ops.rounding)
 
 
-def prepare_parameters(acc_shape, multiplier, shift, zero_point=0, qmin=-128, qmax=127, rounding="half_up",
-                       op="requantize") -> RequantParams:
+def check_requantize_parameters(acc_shape, multiplier, shift, zero_point=0, qmin=-128, qmax=127, rounding="half_up",
+                                op="requantize") -> RequantParams:
     """Validate everything of a requantize call but the accumulator values, for an ``acc`` of ``acc_shape``.
 
-    Raises the same errors as :func:`requantize` (which calls it). Fused kernels call it with the shape of an
-    accumulator they never materialise, and prove the product bound themselves (an int32-bounded ``acc``
-    always fits, see :func:`requantize`).
+    ``[qmin, qmax]`` inside int32 with ``zero_point`` in it; ``multiplier`` (``|M| < 2**31``) and ``shift``
+    (``[0, 62]``) each a scalar or one per channel of the last axis (a 0-d ``acc`` has one channel), returned as
+    int64 ``(C,)`` arrays. Raises the errors of :func:`requantize`. Backend-neutral: the torch twin and the fused
+    kernels (which never materialise the accumulator) call it too.
     """
-    qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    qmax = check_int(qmax, "qmax", op, lo=qmin, hi=_INT32_MAX)
-    zero_point = check_int(zero_point, "zero_point", op, lo=qmin, hi=qmax)
+    qmin, qmax, zero_point = check_output_range(qmin, qmax, zero_point, op)
     mode = rounding_code(rounding, op)
     channels = acc_shape[-1] if len(acc_shape) else 1
-    params = []
-    for name, value, lo, hi in (
-        ("multiplier", multiplier, -(2**MULTIPLIER_BITS) + 1, 2**MULTIPLIER_BITS - 1),
-        ("shift", shift, 0, MAX_SHIFT),
-    ):
-        array = as_int_array(value, name, op)
-        if array.ndim > 1 or (array.ndim == 1 and array.shape[0] not in (1, channels)):
-            raise ValueError(
-                f"{op}: {name} must be a scalar or a per-channel vector of length {channels} "
-                f"(the last axis of acc, shape {tuple(acc_shape)}), got shape {array.shape}"
-            )
-        if array.size and (int(array.min()) < lo or int(array.max()) > hi):
-            bad = int(array.min()) if int(array.min()) < lo else int(array.max())
-            raise ValueError(f"{op}: {name} = {bad} is outside its allowed range [{lo}, {hi}]")
-        params.append(array.astype(np.int64).reshape(-1))
-    channels_of_params = 1 if not len(acc_shape) else channels
-    multipliers, shifts = (np.broadcast_to(p, (channels_of_params,)) for p in params)
+    of = f" (the last axis of acc, shape {tuple(acc_shape)})"
+    multipliers = per_channel_vector(multiplier, "multiplier", op, channels, -MAX_MULTIPLIER, MAX_MULTIPLIER, of=of)
+    shifts = per_channel_vector(shift, "shift", op, channels, 0, MAX_SHIFT, of=of)
     return RequantParams(multipliers, shifts, zero_point, qmin, qmax, mode)
 
 
-def _check_no_overflow(acc, multipliers, shifts, zero_point, op):
-    """Prove, per channel, that ``|acc*M| + 2**(k-1)`` and the shifted result plus ``zp`` fit int64."""
-    info = np.iinfo(acc.dtype)
-    if acc.size == 0 or (info.min >= _INT32_MIN and info.max <= 2**31):
-        return  # the dtype bounds |acc| by 2**31 and |M| < 2**31: the product is below 2**62, plus 2**61 at most
-    per_channel = acc.reshape(-1, multipliers.shape[0])
-    lows, highs = per_channel.min(axis=0), per_channel.max(axis=0)
-    for channel in range(per_channel.shape[1]):
-        acc_bound = max(abs(int(lows[channel])), abs(int(highs[channel])))
-        m, k = abs(int(multipliers[channel])), int(shifts[channel])
-        product = acc_bound * m
-        check_int_bounds_fit(product + (1 << k >> 1), f"acc * multiplier (channel {channel})", op)
-        check_int_bounds_fit((product >> k) + 1 + abs(zero_point), f"the shifted result plus zero_point (channel {channel})", op, INT64_MAX)
+prepare_parameters = check_requantize_parameters  # the earlier name, kept for callers
+
+
+def prove_requantize_bounds(acc: Operand, params: RequantParams, op: str = "requantize") -> None:
+    """Prove, per channel ``c``, that ``|acc*M_c| + 2**(k_c-1)`` and ``(|acc*M_c| >> k_c) + 1 + |zero_point|`` fit
+    int64, from the exact ``max|acc|`` of each channel; ``OverflowError`` naming the channel otherwise.
+
+    No pass over ``acc`` when its dtype bounds ``|acc|`` by ``2**31`` (``|M| < 2**31``: the product is below
+    ``2**62``, plus ``2**61`` at most); else one global pass (``max|acc|`` with the largest ``|M|`` and the extreme
+    shifts: a conservative bound); only when that fails, the exact per-channel bounds, which decide.
+    """
+    low, high = acc.dtype_range
+    if size_of(acc.shape) == 0 or (low >= INT32_MIN and high <= 2**31):
+        return
+    magnitudes, shifts = [abs(m) for m in params.multipliers.tolist()], params.shifts.tolist()
+    product = abs_max(acc) * max(magnitudes)
+    if product + (1 << max(shifts) >> 1) <= INT64_MAX and (product >> min(shifts)) + 1 + abs(params.zero_point) <= INT64_MAX:
+        return
+    for channel, (bound, m, k) in enumerate(zip(column_abs_max(acc), magnitudes, shifts)):
+        check_int_bounds_fit(bound * m + (1 << k >> 1), f"acc * multiplier (channel {channel})", op)
+        check_int_bounds_fit(((bound * m) >> k) + 1 + abs(params.zero_point),
+                             f"the shifted result plus zero_point (channel {channel})", op)
+
+
+def _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding, op="requantize"):
+    """Validate requantize's arguments once; return the integer accumulator and its validated parameters."""
+    acc = as_int_array(acc, "acc", op)
+    params = check_requantize_parameters(acc.shape, multiplier, shift, zero_point, qmin, qmax, rounding, op)
+    prove_requantize_bounds(ArrayOperand(acc), params, op)
+    return acc, params
 
 
 def requantize_reference(acc, multiplier, shift, *, zero_point=0, qmin=-128, qmax=127, rounding="half_up"):
     """Reference (the specification): ``clip(round(acc * multiplier / 2**shift) + zero_point, qmin, qmax)``."""
-    acc, multipliers, shifts, zero_point, qmin, qmax, _ = _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding)
-    product = acc.astype(np.int64) * multipliers  # broadcasts along the last axis
-    rounded = rounding_shift_right_reference(product, shifts, rounding)
-    return np.clip(rounded + zero_point, qmin, qmax).astype(smallest_code_dtype(qmin, qmax))
+    acc, p = _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding)
+    product = acc.astype(np.int64) * p.multipliers  # broadcasts along the last axis
+    rounded = rounding_shift_right_reference(product, p.shifts, rounding)
+    return np.clip(rounded + p.zero_point, p.qmin, p.qmax).astype(smallest_code_dtype(p.qmin, p.qmax))
 
 
 @parallel_kernel
@@ -188,10 +188,10 @@ def requantize(acc, multiplier, shift, *, zero_point=0, qmin=-128, qmax=127, rou
     >>> requantize(np.array([3, -3, 5]), 1, 1, rounding="half_even")
     array([ 2, -2,  2], dtype=int8)
     """
-    acc, multipliers, shifts, zero_point, qmin, qmax, mode = _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding)
-    rows = np.ascontiguousarray(acc).reshape(-1, multipliers.shape[0])
-    out = np.empty(rows.shape, dtype=smallest_code_dtype(qmin, qmax))
+    acc, p = _prepare(acc, multiplier, shift, zero_point, qmin, qmax, rounding)
+    rows = np.ascontiguousarray(acc).reshape(-1, p.multipliers.shape[0])
+    out = np.empty(rows.shape, dtype=smallest_code_dtype(p.qmin, p.qmax))
     if rows.size:
-        _requantize_kernel(rows, np.ascontiguousarray(multipliers), np.ascontiguousarray(shifts),
-                           np.int64(zero_point), np.int64(qmin), np.int64(qmax), mode, out)
+        _requantize_kernel(rows, p.multipliers, p.shifts, np.int64(p.zero_point), np.int64(p.qmin), np.int64(p.qmax),
+                           p.mode, out)
     return out.reshape(acc.shape)

@@ -23,6 +23,9 @@ Integer contract
     Rounding         ONE rounding of the exact sum, ties by ``rounding`` (``half_up`` default, ``half_even``,
                      ``half_away``; see :mod:`intsim.ops.rounding`).
     Saturation       to ``[qmin, qmax]`` after the zero point is added.
+    Checks           backend-neutral, shared with the torch twin and the fused linear + residual kernel:
+                     :func:`check_same_shape`, :func:`check_residual_add_parameters`,
+                     :func:`prove_residual_add_bounds`.
 
 Where this departs from the public code: FQ-ViT adds the two dequantized operands in float and quantizes
 the sum (``qact2(x + attn_out)``, round-half-even in float32); I-ViT rounds each branch separately
@@ -34,16 +37,24 @@ operands by 2**20 and rounds three times. intsim rounds once, which is the most 
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange
 
 from intsim._jit import parallel_kernel
+from intsim.limits import INT32_MAX, INT32_MIN, INT64_MAX, MAX_MULTIPLIER, MAX_SHIFT, MULTIPLIER_BITS
 from intsim.ops._checks import (
-    INT64_MAX,
+    ArrayOperand,
+    Operand,
+    abs_max,
     as_int_array,
     check_int,
     check_int_bounds_fit,
+    check_output_range,
+    column_abs_max,
+    per_channel_vector,
+    size_of,
     smallest_code_dtype,
 )
 from intsim.ops.rounding import round_shift_scalar, rounding_code, rounding_shift_right_reference
@@ -51,14 +62,15 @@ from intsim.ops.rounding import round_shift_scalar, rounding_code, rounding_shif
 __all__ = [
     "MAX_SHIFT",
     "MULTIPLIER_BITS",
+    "ResidualParams",
+    "check_same_shape",
+    "check_residual_add_parameters",
+    "prove_residual_add_bounds",
     "residual_add",
     "residual_add_constants",
     "residual_add_reference",
+    "residual_parameters",
 ]
-
-MULTIPLIER_BITS = 31  # |M| < 2**31, as for requantize
-MAX_SHIFT = 62
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,64 +152,81 @@ def residual_add_constants(a_scale, b_scale, out_scale) -> tuple[np.ndarray, np.
 # run time
 
 
-def _per_channel(value, name, op, lo, hi, channels, shape):
-    """An int or ``(1,)``/``(C,)`` int array in ``[lo, hi]``, as int64 ``(C,)``."""
-    array = as_int_array(value, name, op)
-    if array.ndim > 1 or (array.ndim == 1 and array.shape[0] not in (1, channels)):
-        raise ValueError(
-            f"{op}: {name} must be a scalar or a per-channel vector of length {channels} "
-            f"(the last axis of a and b, shape {shape}), got shape {array.shape}"
-        )
-    if array.size and (int(array.min()) < lo or int(array.max()) > hi):
-        bad = int(array.min()) if int(array.min()) < lo else int(array.max())
-        raise ValueError(f"{op}: {name} = {bad} is outside its allowed range [{lo}, {hi}]")
-    return np.ascontiguousarray(np.broadcast_to(array.astype(np.int64).reshape(-1), (channels,)))
+def check_same_shape(a_shape, b_shape, op: str = "residual_add") -> None:
+    """``ValueError`` unless the operands ``a`` and ``b`` have the same shape (no broadcasting)."""
+    if tuple(a_shape) != tuple(b_shape):
+        raise ValueError(f"{op}: a and b must have the same shape, got {tuple(a_shape)} and {tuple(b_shape)}")
 
 
-def _centered_bounds(x2, zero_point, per_channel):
-    """``max|x - zp|`` as exact Python ints: one global value, or one per column of the 2-D ``x2``."""
-    if x2.size == 0:
-        return [0] * (x2.shape[1] if per_channel else 1)
-    if not per_channel:
-        return [max(abs(int(x2.min()) - zero_point), abs(int(x2.max()) - zero_point))]
-    lows, highs = x2.min(axis=0), x2.max(axis=0)
-    return [max(abs(int(lo) - zero_point), abs(int(hi) - zero_point)) for lo, hi in zip(lows, highs)]
+class ResidualParams(NamedTuple):
+    """Validated residual_add parameters: zero points, int64 per-channel ``(C,)`` multipliers and shifts, the output
+    code range and the rounding code (unpacks in this order)."""
+
+    a_zero_point: int
+    b_zero_point: int
+    a_multipliers: np.ndarray
+    b_multipliers: np.ndarray
+    shifts: np.ndarray
+    out_zero_point: int
+    qmin: int
+    qmax: int
+    mode: int
 
 
-def _check_no_overflow(a2, b2, a_zp, b_zp, ma, mb, shifts, out_zp, op):
-    """Prove ``|a-azp|*|Ma| + |b-bzp|*|Mb| + 2**(k-1)`` and the shifted result plus ``out_zp`` fit int64.
+def check_residual_add_parameters(shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point,
+                                  qmin, qmax, rounding, op="residual_add") -> ResidualParams:
+    """Validate residual_add's parameters (not the operand values) for operands of ``shape``: ``[qmin, qmax]`` inside
+    int32 with ``out_zero_point`` in it, input zero points in int32, multipliers ``|M| < 2**31`` and shifts in
+    ``[0, 62]`` per tensor or per channel (last axis). Backend-neutral: the kernel, the reference, the torch twin and
+    the fused linear + residual kernel raise the same errors through it."""
+    qmin, qmax, out_zero_point = check_output_range(qmin, qmax, out_zero_point, op, "out_zero_point")
+    a_zero_point = check_int(a_zero_point, "a_zero_point", op, lo=INT32_MIN, hi=INT32_MAX)
+    b_zero_point = check_int(b_zero_point, "b_zero_point", op, lo=INT32_MIN, hi=INT32_MAX)
+    mode = rounding_code(rounding, op)
+    channels = shape[-1] if len(shape) else 1
+    of = f" (the last axis of a and b, shape {tuple(shape)})"
+    ma = per_channel_vector(a_multiplier, "a_multiplier", op, channels, -MAX_MULTIPLIER, MAX_MULTIPLIER, of=of)
+    mb = per_channel_vector(b_multiplier, "b_multiplier", op, channels, -MAX_MULTIPLIER, MAX_MULTIPLIER, of=of)
+    shifts = per_channel_vector(shift, "shift", op, channels, 0, MAX_SHIFT, of=of)
+    return ResidualParams(a_zero_point, b_zero_point, ma, mb, shifts, out_zero_point, qmin, qmax, mode)
 
-    First with global maxima (one pass, the common case); only if that bound fails, exactly per channel.
+
+residual_parameters = check_residual_add_parameters  # the earlier name, kept for callers
+
+
+def _first_overflow(a_bound: int, b_bound: int, m_a: int, m_b: int, k: int, out_zp: int) -> tuple[int, str] | None:
+    """The first of residual_add's int64 bounds that fails for these maxima, as ``(bound, what)``, or ``None``."""
+    total = a_bound * m_a + b_bound * m_b
+    for bound, what in (
+        (max(a_bound, b_bound), "a - a_zero_point or b - b_zero_point"),
+        (total + (1 << k >> 1), "(a - a_zp) * Ma + (b - b_zp) * Mb (plus the rounding half)"),
+        ((total >> k) + 1 + abs(out_zp), "the shifted sum plus out_zero_point"),
+    ):
+        if bound > INT64_MAX:
+            return bound, what
+    return None
+
+
+def prove_residual_add_bounds(a: Operand, b: Operand, params: ResidualParams, op: str = "residual_add") -> None:
+    """Prove ``max|a - a_zp|``, ``max|b - b_zp|``, ``|a - a_zp|*|Ma| + |b - b_zp|*|Mb| + 2**(k-1)`` and the shifted sum
+    plus ``out_zero_point`` fit int64, from the exact value bounds of ``a`` and ``b`` (same shape).
+
+    First with global maxima (one pass each, the common case: the largest ``|Ma|``, ``|Mb|`` and shift); only if
+    that bound fails, exactly per channel, which decides (``OverflowError`` naming the first failing channel).
     """
-    if a2.size == 0:
+    p = params
+    if size_of(a.shape) == 0:
         return
-    for per_channel in (False, True):
-        a_bounds = _centered_bounds(a2, a_zp, per_channel)
-        b_bounds = _centered_bounds(b2, b_zp, per_channel)
-        channels = ma.shape[0] if per_channel else 1
-        worst = None
-        for c in range(channels):
-            if per_channel:
-                m_a, m_b, k, a_bound, b_bound = abs(int(ma[c])), abs(int(mb[c])), int(shifts[c]), a_bounds[c], b_bounds[c]
-            else:
-                m_a, m_b, k = int(np.abs(ma).max()), int(np.abs(mb).max()), int(shifts.max())
-                a_bound, b_bound = a_bounds[0], b_bounds[0]
-            total = a_bound * m_a + b_bound * m_b
-            checks = (
-                (max(a_bound, b_bound), "a - a_zero_point or b - b_zero_point"),
-                (total + (1 << k >> 1), "(a - a_zp) * Ma + (b - b_zp) * Mb (plus the rounding half)"),
-                ((total >> k) + 1 + abs(out_zp), "the shifted sum plus out_zero_point"),
-            )
-            for bound, what in checks:
-                if bound > INT64_MAX:
-                    worst = (bound, what + (f" (channel {c})" if per_channel else ""))
-                    break
-            if worst is not None:
-                break
-        if worst is None:
-            return
-        if per_channel:
-            check_int_bounds_fit(worst[0], worst[1], op)
+    magnitudes_a, magnitudes_b = [abs(m) for m in p.a_multipliers.tolist()], [abs(m) for m in p.b_multipliers.tolist()]
+    shifts = p.shifts.tolist()
+    if _first_overflow(abs_max(a, p.a_zero_point), abs_max(b, p.b_zero_point), max(magnitudes_a), max(magnitudes_b),
+                       max(shifts), p.out_zero_point) is None:
+        return
+    columns = zip(column_abs_max(a, p.a_zero_point), column_abs_max(b, p.b_zero_point), magnitudes_a, magnitudes_b, shifts)
+    for channel, (a_bound, b_bound, m_a, m_b, k) in enumerate(columns):
+        failed = _first_overflow(a_bound, b_bound, m_a, m_b, k, p.out_zero_point)
+        if failed is not None:
+            check_int_bounds_fit(failed[0], f"{failed[1]} (channel {channel})", op)
 
 
 def _kernel_dtype(a_dtype, b_dtype) -> np.dtype:
@@ -211,41 +240,21 @@ def _kernel_dtype(a_dtype, b_dtype) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def residual_parameters(shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin,
-                        qmax, rounding, op="residual_add"):
-    """Validate residual_add's parameters (not the operands) for operands of ``shape``: returns
-    ``(a_zp, b_zp, ma, mb, shifts, out_zp, qmin, qmax, mode)`` with int64 per-channel vectors. Shared with the
-    fused linear + residual kernel so both raise the same errors."""
-    qmin = check_int(qmin, "qmin", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    qmax = check_int(qmax, "qmax", op, lo=qmin, hi=_INT32_MAX)
-    out_zero_point = check_int(out_zero_point, "out_zero_point", op, lo=qmin, hi=qmax)
-    a_zero_point = check_int(a_zero_point, "a_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    b_zero_point = check_int(b_zero_point, "b_zero_point", op, lo=_INT32_MIN, hi=_INT32_MAX)
-    mode = rounding_code(rounding, op)
-    channels = shape[-1] if len(shape) else 1
-    m_lo, m_hi = -(2**MULTIPLIER_BITS) + 1, 2**MULTIPLIER_BITS - 1
-    ma = _per_channel(a_multiplier, "a_multiplier", op, m_lo, m_hi, channels, shape)
-    mb = _per_channel(b_multiplier, "b_multiplier", op, m_lo, m_hi, channels, shape)
-    shifts = _per_channel(shift, "shift", op, 0, MAX_SHIFT, channels, shape)
-    return a_zero_point, b_zero_point, ma, mb, shifts, out_zero_point, qmin, qmax, mode
-
-
 def _prepare(a, b, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin, qmax, rounding,
              op="residual_add"):
     """Validate residual_add's arguments once; return 2-D operands, int64 per-channel params and scalars."""
     a = as_int_array(a, "a", op)
     b = as_int_array(b, "b", op)
-    if a.shape != b.shape:
-        raise ValueError(f"{op}: a and b must have the same shape, got {a.shape} and {b.shape}")
-    a_zero_point, b_zero_point, ma, mb, shifts, out_zero_point, qmin, qmax, mode = residual_parameters(
-        a.shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin, qmax, rounding, op)
+    check_same_shape(a.shape, b.shape, op)
+    params = check_residual_add_parameters(a.shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift,
+                                           out_zero_point, qmin, qmax, rounding, op)
+    prove_residual_add_bounds(ArrayOperand(a), ArrayOperand(b), params, op)
     channels = a.shape[-1] if a.ndim else 1
     rows = a.size // channels if channels else 0
     common = _kernel_dtype(a.dtype, b.dtype)
     a2 = np.ascontiguousarray(a, dtype=common).reshape(rows, channels)
     b2 = np.ascontiguousarray(b, dtype=common).reshape(rows, channels)
-    _check_no_overflow(a2, b2, a_zero_point, b_zero_point, ma, mb, shifts, out_zero_point, op)
-    return a, a2, b2, a_zero_point, b_zero_point, ma, mb, shifts, out_zero_point, qmin, qmax, mode
+    return (a, a2, b2, *params)
 
 
 def residual_add_reference(a, b, *, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from intsim import limits
 from intsim._jit import kernel
 from intsim.ops._checks import check_choice
 
@@ -35,7 +36,8 @@ __all__ = [
 ]
 
 HALF_UP, HALF_EVEN, HALF_AWAY = 0, 1, 2
-ROUNDING_MODES = {"half_up": HALF_UP, "half_even": HALF_EVEN, "half_away": HALF_AWAY}
+ROUNDING_MODES = {name: code for code, name in enumerate(limits.ROUNDING_MODES)}  # the names live in intsim.limits
+assert ROUNDING_MODES == {"half_up": HALF_UP, "half_even": HALF_EVEN, "half_away": HALF_AWAY}
 
 
 def rounding_code(rounding: str, op: str) -> int:

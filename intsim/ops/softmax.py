@@ -48,6 +48,14 @@ Kernels (numba, one row per thread, serial inside a row) look ``int_exp(-d)`` up
 ``d = 0..min(qmax - qmin, n*|x0|)`` (256 entries for uint8 logits: the ROM an RTL design would hold), built per
 call by the :func:`int_exp` kernel; above ``2**16 + 1`` entries they evaluate the formula per element.
 
+Validation and bounds (backend-neutral, shared with the torch twins): :func:`check_softmax_parameters`,
+:func:`check_mask`, :func:`check_exp_constants`, :func:`check_int_exp`, :func:`uniform_levels`,
+:func:`prove_log_int_softmax_bounds`, :func:`prove_uniform_int_softmax_bounds` and
+:func:`check_lis_attention_values`; operands are read through :class:`~intsim.ops._checks.Operand`.
+Kernel internals (public so that a fused or faster kernel can use or replace them by name):
+:func:`log_int_softmax_row` and :func:`uniform_int_softmax_row` (one row into ``out[row]``), :func:`row_scratch`
+(their int64 scratch) and :func:`exp_table` (the ``int_exp(-d)`` table they read).
+
 Departures from FQ-ViT: integers instead of float32 (its ``S`` is a float32 sum that drops low bits and its
 ``S / e`` a float32 quotient); masked keys get ``e = 0`` instead of a ``-100`` added to dequantized logits;
 a probability-zero key is the explicit code 16 instead of a separate float mask.
@@ -64,11 +72,26 @@ from numba import prange
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from intsim._jit import kernel, parallel_kernel
-from intsim.ops._checks import (
+from intsim.limits import (
+    I_EXP_MAX_B,
+    I_EXP_MAX_C,
+    I_EXP_MAX_N,
+    I_EXP_MAX_X0,
     INT64_MAX,
     INT64_MIN,
+    LIS_VALUE_SHIFT,
+    MAX_FULL_SCALE,
+    SOFTMAX_MAX_INPUT_BITS,
+    SOFTMAX_MAX_OUT_BITS,
+)
+from intsim.limits import LIS_ZERO_CODE as ZERO_CODE
+from intsim.ops._checks import (
+    ArrayOperand,
+    Operand,
+    abs_max,
     as_int_array,
     check_code_range,
+    check_in_range,
     check_int,
     declared_code_range,
     int_range,
@@ -83,8 +106,23 @@ __all__ = [
     "I_EXP_LN2",
     "I_EXP_N",
     "LIS_VALUE_SHIFT",
+    "MAX_FULL_SCALE",
     "ZERO_CODE",
     "IExpConstants",
+    "check_exp_constants",
+    "check_int_exp",
+    "check_lis_attention_values",
+    "check_mask",
+    "check_softmax_parameters",
+    "exp_table",
+    "fit_i_exp_constants",
+    "largest_full_scale",
+    "log_int_softmax_row",
+    "prove_log_int_softmax_bounds",
+    "prove_uniform_int_softmax_bounds",
+    "row_scratch",
+    "uniform_int_softmax_row",
+    "uniform_levels",
     "i_exp_constants",
     "int_exp",
     "int_exp_reference",
@@ -108,15 +146,12 @@ I_EXP_N = 30  # FQ-ViT's n ("sufficiently large integer"): e carries up to 30 + 
 _B_OVER_A = I_EXP_B / I_EXP_A
 _C_OVER_A = I_EXP_C / I_EXP_A
 
-ZERO_CODE = 16  # LIS code meaning "probability 0": a 4-bit exponent plus a zero flag
-LIS_VALUE_SHIFT = 15  # attn @ V weights are 2**(15 - code): the accumulator scale is s_v * 2**-15
+# ZERO_CODE = 16 (intsim.limits.LIS_ZERO_CODE): the LIS code meaning "probability 0", a 4-bit exponent plus a zero
+# flag; LIS_VALUE_SHIFT = 15: attn @ V weights are 2**(15 - code), the accumulator scale is s_v * 2**-15
 _LIS_ZERO_THRESHOLD = 3 << 14  # log_round(R) >= 16  <=>  R >= 1.5 * 2**15 = 49152
 
-_MAX_BITS = 32
-_MAX_X0 = 2**30
-_MAX_B = 2**30
-_MAX_C = 2**61
-_MAX_N = 62
+_MAX_BITS = SOFTMAX_MAX_INPUT_BITS  # the limits under their earlier private names
+_MAX_X0, _MAX_B, _MAX_C, _MAX_N = I_EXP_MAX_X0, I_EXP_MAX_B, I_EXP_MAX_C, I_EXP_MAX_N
 
 
 @dataclass(frozen=True)
@@ -139,10 +174,10 @@ class IExpConstants:
 
     def __post_init__(self):
         op = "IExpConstants"
-        object.__setattr__(self, "x0", check_int(self.x0, "x0", op, lo=-_MAX_X0, hi=-1))
-        object.__setattr__(self, "b_int", check_int(self.b_int, "b_int", op, lo=-_MAX_B, hi=_MAX_B))
-        object.__setattr__(self, "c_int", check_int(self.c_int, "c_int", op, lo=-_MAX_C, hi=_MAX_C))
-        object.__setattr__(self, "n", check_int(self.n, "n", op, lo=0, hi=_MAX_N))
+        object.__setattr__(self, "x0", check_int(self.x0, "x0", op, lo=-I_EXP_MAX_X0, hi=-1))
+        object.__setattr__(self, "b_int", check_int(self.b_int, "b_int", op, lo=-I_EXP_MAX_B, hi=I_EXP_MAX_B))
+        object.__setattr__(self, "c_int", check_int(self.c_int, "c_int", op, lo=-I_EXP_MAX_C, hi=I_EXP_MAX_C))
+        object.__setattr__(self, "n", check_int(self.n, "n", op, lo=0, hi=I_EXP_MAX_N))
         if self.e_max > INT64_MAX:
             raise OverflowError(
                 f"{op}: the largest exp value max(z, 0) << n = {self.e_max} overflows int64 "
@@ -185,14 +220,14 @@ def i_exp_constants(scale: float, *, n: int = I_EXP_N) -> IExpConstants:
     scale = float(scale)
     if not math.isfinite(scale) or scale <= 0.0:
         raise ValueError(f"{op}: scale must be finite and > 0, got {scale!r}")
-    n = check_int(n, "n", op, lo=0, hi=_MAX_N)
+    n = check_int(n, "n", op, lo=0, hi=I_EXP_MAX_N)
     s = Fraction(scale)
     x0 = math.floor(Fraction(-I_EXP_LN2) / s)
     b_int = math.floor(Fraction(_B_OVER_A) / s)
     c_int = math.floor(Fraction(_C_OVER_A) / (s * s))
     limit = INT64_MAX >> n  # c_int << n fits int64  <=>  c_int <= INT64_MAX >> n
-    if c_int > min(limit, _MAX_C) or -x0 > _MAX_X0 or b_int > _MAX_B:
-        smallest = math.sqrt(_C_OVER_A / min(limit, _MAX_C))
+    if c_int > min(limit, I_EXP_MAX_C) or -x0 > I_EXP_MAX_X0 or b_int > I_EXP_MAX_B:
+        smallest = math.sqrt(_C_OVER_A / min(limit, I_EXP_MAX_C))
         raise OverflowError(
             f"{op}: scale = {scale!r} is too small: c_int = floor({_C_OVER_A!r} / scale**2) = {c_int} and "
             f"e = c_int << {n} = {c_int << n} overflows int64; the logit scale must be at least about {smallest:.3g}"
@@ -224,9 +259,9 @@ def fit_i_exp_constants(scale: float, *, row_length: int, levels: int | None = N
         try:
             constants = i_exp_constants(scale, n=n)
             if levels is None:
-                _check_lis_bound(constants, row_length, op)
+                prove_log_int_softmax_bounds(constants, row_length, op)
             else:
-                _check_uniform_bound(constants, row_length, check_int(levels, "levels", op, lo=1, hi=2**32), op)
+                prove_uniform_int_softmax_bounds(constants, row_length, check_int(levels, "levels", op, lo=1, hi=2**32), op)
         except OverflowError:
             continue
         return constants
@@ -234,7 +269,7 @@ def fit_i_exp_constants(scale: float, *, row_length: int, levels: int | None = N
                         f"in int64 at logit scale {scale!r}")
 
 
-def _check_constants(constants, op: str) -> IExpConstants:
+def check_exp_constants(constants, op: str) -> IExpConstants:
     if not isinstance(constants, IExpConstants):
         raise TypeError(
             f"{op}: constants must be an IExpConstants (build it with i_exp_constants(scale)), "
@@ -256,12 +291,20 @@ def _overflow(op: str, what: str, bound: int, constants: IExpConstants, row_leng
 # --------------------------------------------------------------------------------------------- int_exp
 
 
+def check_int_exp(x: Operand, constants, op: str = "int_exp") -> IExpConstants:
+    """Validate an int_exp call: ``constants`` an :class:`IExpConstants` (``TypeError``), every ``x <= 0``
+    (``ValueError`` naming the first positive value). Backend-neutral (``x`` an :class:`~intsim.ops._checks.Operand`)."""
+    constants = check_exp_constants(constants, op)
+    found = x.bounds()
+    if found is not None and found[1] > 0:
+        raise ValueError(f"{op}: x holds {found[1]} at index {x.index_of(found[1])}, outside [{INT64_MIN}, 0]: x (the "
+                         f"logits minus their row maximum) must be <= 0 everywhere, and it holds {found[1]}")
+    return constants
+
+
 def _prepare_int_exp(x, constants, op):
     x = as_int_array(x, "x", op)
-    constants = _check_constants(constants, op)
-    if x.size and int(x.max()) > 0:
-        check_code_range(x, "x (the logits minus their row maximum, so <= 0)", op, INT64_MIN, 0)
-    return x, constants
+    return x, check_int_exp(ArrayOperand(x), constants, op)
 
 
 def _int_exp_array(x: np.ndarray, c: IExpConstants) -> np.ndarray:
@@ -376,52 +419,75 @@ def log_round_scalar(r):
 # --------------------------------------------------------------------------------------------- softmax rows
 
 
+def check_softmax_parameters(q: Operand, zero_point, constants, bits, signed, op) -> tuple[int, int, int, IExpConstants]:
+    """Validate a softmax call but its mask: ``q`` (an :class:`~intsim.ops._checks.Operand`) with at least one axis
+    and codes in the declared range of ``bits`` (1..32) / ``signed``, ``zero_point`` inside it, ``constants`` an
+    :class:`IExpConstants`. Returns ``(qmin, qmax, zero_point, constants)``; backend-neutral."""
+    if len(q.shape) == 0:
+        raise ValueError(f"{op}: q must have at least one axis (softmax runs over the last one), got a scalar")
+    qmin, qmax = declared_code_range(bits, signed, op, max_bits=SOFTMAX_MAX_INPUT_BITS)
+    check_in_range(q, "q", op, qmin, qmax)
+    zero_point = check_int(zero_point, "zero_point", op, lo=qmin, hi=qmax)
+    return qmin, qmax, zero_point, check_exp_constants(constants, op)
+
+
+def check_mask(is_bool: bool, dtype, shape, q_shape, op: str) -> None:
+    """A softmax mask must be boolean (``TypeError`` naming its ``dtype``) and broadcast to ``q_shape`` (``ValueError``)."""
+    if not is_bool:
+        raise TypeError(f"{op}: mask must be a boolean array (True = takes part), got dtype {dtype}")
+    try:
+        fits = np.broadcast_shapes(tuple(shape), tuple(q_shape)) == tuple(q_shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{op}: mask of shape {tuple(shape)} does not broadcast to q's shape {tuple(q_shape)}")
+
+
 def _prepare_rows(q, zero_point, constants, bits, signed, mask, op):
     """Validate a softmax call once (kernel and reference raise the same errors); return the pieces."""
     q = as_int_array(q, "q", op)
-    if q.ndim == 0:
-        raise ValueError(f"{op}: q must have at least one axis (softmax runs over the last one), got a scalar")
-    qmin, qmax = declared_code_range(bits, signed, op, max_bits=_MAX_BITS)
-    check_code_range(q, "q", op, qmin, qmax)
-    zero_point = check_int(zero_point, "zero_point", op, lo=qmin, hi=qmax)
-    constants = _check_constants(constants, op)
+    _, _, zero_point, constants = check_softmax_parameters(ArrayOperand(q), zero_point, constants, bits, signed, op)
     if mask is not None:
         mask = np.asarray(mask)
-        if mask.dtype != np.bool_:
-            raise TypeError(f"{op}: mask must be a boolean array (True = takes part), got dtype {mask.dtype}")
-        try:
-            mask = np.broadcast_to(mask, q.shape)
-        except ValueError:
-            raise ValueError(f"{op}: mask of shape {mask.shape} does not broadcast to q's shape {q.shape}") from None
+        check_mask(mask.dtype == np.bool_, mask.dtype, mask.shape, q.shape, op)
+        mask = np.broadcast_to(mask, q.shape)
     return q, zero_point, constants, mask
 
 
-def _check_lis_bound(constants, row_length, op):
-    """Prove ``S + (e >> 1) <= L * e_max + (e_max >> 1)`` fits int64 (``S`` itself is smaller)."""
+def prove_log_int_softmax_bounds(constants, row_length, op):
+    """Prove ``S + (e >> 1) <= L * e_max + (e_max >> 1)`` fits int64 (``S`` itself is smaller) for rows of
+    ``row_length``, from the constants alone; ``OverflowError`` naming the scale otherwise. Backend-neutral."""
     e_max = constants.e_max
     bound = row_length * e_max + (e_max >> 1)
     if bound > INT64_MAX:
         raise _overflow(op, "S + (e >> 1)", bound, constants, row_length)
 
 
+_check_lis_bound = prove_log_int_softmax_bounds  # the earlier private name
+
+
 def largest_full_scale(constants, row_length: int) -> int:
-    """The largest uniform ``full_scale`` F whose bound (:func:`_check_uniform_bound`) fits int64 for these constants
+    """The largest uniform ``full_scale`` F whose bound (:func:`prove_uniform_int_softmax_bounds`) fits int64 for these constants
     and rows of ``row_length`` (at most :data:`MAX_FULL_SCALE`); plan time."""
     e_max = constants.e_max
     room = INT64_MAX - ((row_length * e_max) >> 1) - row_length * e_max
     return max(0, min(MAX_FULL_SCALE, room // max(e_max, 1)))
 
 
-def _check_uniform_bound(constants, row_length, levels, op):
-    """Prove ``e * F + (S >> 1) + S <= e_max * F + (L * e_max >> 1) + L * e_max`` fits int64 (``levels`` = F).
+def prove_uniform_int_softmax_bounds(constants, row_length, levels, op):
+    """Prove ``e * F + (S >> 1) + S <= e_max * F + (L * e_max >> 1) + L * e_max`` fits int64 (``levels`` = F);
+    backend-neutral, from the constants and the row length alone.
 
     The numerator ``e * F + (S >> 1)`` and, in the kernel's exact division, the products
-    ``quotient * S <= numerator + S`` of its integer correction step (see ``_uniform_int_softmax_row``).
+    ``quotient * S <= numerator + S`` of its integer correction step (see ``uniform_int_softmax_row``).
     """
     e_max = constants.e_max
     bound = e_max * levels + ((row_length * e_max) >> 1) + row_length * e_max
     if bound > INT64_MAX:
         raise _overflow(op, f"e * {levels} + (S >> 1) + S", bound, constants, row_length)
+
+
+_check_uniform_bound = prove_uniform_int_softmax_bounds  # the earlier private name
 
 
 def _row_exp_reference(q, zero_point, constants, mask):
@@ -439,7 +505,7 @@ def log_int_softmax_reference(q, *, zero_point, constants, bits=8, signed=False,
     """Reference (the specification) of :func:`log_int_softmax`: uint8 codes in ``0..16`` (16 = probability 0)."""
     op = "log_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
-    _check_lis_bound(constants, q.shape[-1], op)
+    prove_log_int_softmax_bounds(constants, q.shape[-1], op)
     e, total = _row_exp_reference(q, zero_point, constants, mask)
     safe_e = np.where(e > 0, e, 1)
     rounded = np.where(e > 0, (total + (e >> 1)) // safe_e, 1)  # R = round(S / e), ties half up
@@ -556,7 +622,7 @@ def _lis_codes(total, exps, codes):
 
 
 @kernel
-def _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out):
+def log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out):
     """One row of :func:`log_int_softmax` into ``out[row]``; ``scratch``: int64 ``(2, max(L, table size))``."""
     # x_j - max x = q_j - max q: the zero point cancels, so the kernels work on the codes directly
     length = q.shape[1]
@@ -583,8 +649,8 @@ def _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scr
 
 
 @kernel
-def _row_scratch(length, table):
-    """The int64 scratch of the row kernels for rows of ``length`` (see :func:`_log_int_softmax_row`)."""
+def row_scratch(length, table):
+    """The int64 scratch of the row kernels for rows of ``length`` (see :func:`log_int_softmax_row`)."""
     return np.empty((2, max(length, table.shape[0] if table.shape[0] <= _CODE_TABLE_PER_KEY * length else 0)),
                     dtype=np.int64)
 
@@ -596,19 +662,19 @@ _ROWS_PER_TASK = 64  # rows per parallel task (each task has its own scratch)
 def _log_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, out):
     rows = q.shape[0]
     for task in prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
-        scratch = _row_scratch(q.shape[1], table)
+        scratch = row_scratch(q.shape[1], table)
         for row in range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK)):
-            _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out)
+            log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out)
 
 
 @kernel
 def _log_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, out):
-    scratch = _row_scratch(q.shape[1], table)
+    scratch = row_scratch(q.shape[1], table)
     for row in range(q.shape[0]):
-        _log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out)
+        log_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, scratch, out)
 
 
-def _exp_table(constants, span):
+def exp_table(constants, span):
     """``int_exp(-d)`` for ``d = 0..min(span, n*|x0|)`` (int64), computed by the int_exp kernel; empty if too long.
 
     ``span`` is the largest possible gap ``max code - code`` (``qmax - qmin``); beyond ``n*|x0|`` every value
@@ -635,7 +701,7 @@ def _run_rows(kernels, q, bits, signed, constants, mask, out_dtype, *extra):
     c = constants
     kernel_function = kernels[0] if q.size < _PARALLEL_MIN_SIZE else kernels[1]
     kernel_function(
-        rows, has_mask, mask_rows, _exp_table(c, qmax - qmin),
+        rows, has_mask, mask_rows, exp_table(c, qmax - qmin),
         np.int64(c.x0), np.int64(c.b_int), np.int64(c.c_int), np.int64(c.n), *extra, out.reshape(-1, length),
     )
     return out
@@ -659,24 +725,17 @@ def log_int_softmax(q, *, zero_point, constants, bits=8, signed=False, mask=None
     """
     op = "log_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
-    _check_lis_bound(constants, q.shape[-1], op)
+    prove_log_int_softmax_bounds(constants, q.shape[-1], op)
     return _run_rows((_log_int_softmax_serial, _log_int_softmax_parallel), q, bits, signed, constants, mask, np.uint8)
 
 
 # --------------------------------------------------------------------------------------------- uniform softmax
 
 
-def _check_out_bits(out_bits, op):
-    return check_int(out_bits, "out_bits", op, lo=1, hi=16)
-
-
-MAX_FULL_SCALE = 2**20  # the uniform softmax's full_scale F: 2**out_bits - 1 <= F <= 2**20
-
-
 def uniform_levels(out_bits, full_scale, op):
-    """``(2**out_bits - 1, F)`` validated: ``F = full_scale`` (``None``: ``2**out_bits - 1``) in
-    ``[2**out_bits - 1, 2**20]``."""
-    levels = 2 ** _check_out_bits(out_bits, op) - 1
+    """``(2**out_bits - 1, F)`` validated: ``out_bits`` in ``[1, 16]``, ``F = full_scale`` (``None``:
+    ``2**out_bits - 1``) in ``[2**out_bits - 1, 2**20]`` (:data:`MAX_FULL_SCALE`). Backend-neutral."""
+    levels = 2 ** check_int(out_bits, "out_bits", op, lo=1, hi=SOFTMAX_MAX_OUT_BITS) - 1
     if full_scale is None:
         return levels, levels
     return levels, check_int(full_scale, "full_scale", op, lo=levels, hi=MAX_FULL_SCALE)
@@ -689,7 +748,7 @@ def uniform_int_softmax_reference(
     op = "uniform_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
     levels, full = uniform_levels(out_bits, full_scale, op)
-    _check_uniform_bound(constants, q.shape[-1], full, op)
+    prove_uniform_int_softmax_bounds(constants, q.shape[-1], full, op)
     e, total = _row_exp_reference(q, zero_point, constants, mask)
     # S == 0 only for a fully masked row, where every e is 0: the numerator is 0 and so is p
     p = (e * full + (total >> 1)) // np.maximum(total, 1)  # round(e * F / S), ties half up
@@ -697,8 +756,8 @@ def uniform_int_softmax_reference(
 
 
 @kernel
-def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out):
-    """One row of :func:`uniform_int_softmax` into ``out[row]``; ``scratch`` as for :func:`_log_int_softmax_row`."""
+def uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out):
+    """One row of :func:`uniform_int_softmax` into ``out[row]``; ``scratch`` as for :func:`log_int_softmax_row`."""
     length = q.shape[1]
     found, top = _row_max(q, row, has_mask, mask)
     exps = scratch[0]
@@ -725,16 +784,16 @@ def _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n,
 def _uniform_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, levels, full, out):
     rows = q.shape[0]
     for task in prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
-        scratch = _row_scratch(q.shape[1], table)
+        scratch = row_scratch(q.shape[1], table)
         for row in range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK)):
-            _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
+            uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
 
 
 @kernel
 def _uniform_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, levels, full, out):
-    scratch = _row_scratch(q.shape[1], table)
+    scratch = row_scratch(q.shape[1], table)
     for row in range(q.shape[0]):
-        _uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
+        uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
 
 
 def uniform_int_softmax(
@@ -758,7 +817,7 @@ def uniform_int_softmax(
     op = "uniform_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
     levels, full = uniform_levels(out_bits, full_scale, op)
-    _check_uniform_bound(constants, q.shape[-1], full, op)
+    prove_uniform_int_softmax_bounds(constants, q.shape[-1], full, op)
     kernels = (_uniform_int_softmax_serial, _uniform_int_softmax_parallel)
     out_dtype = smallest_code_dtype(0, levels)
     return _run_rows(kernels, q, bits, signed, constants, mask, out_dtype, np.int64(levels), np.int64(full))
@@ -767,32 +826,41 @@ def uniform_int_softmax(
 # --------------------------------------------------------------------------------------------- attn @ V
 
 
+def check_lis_attention_values(codes: Operand, v: Operand, v_zero_point, op="lis_attention_values") -> tuple[int, int]:
+    """Validate ``attn @ V`` for LIS codes: ``codes (..., N, M)`` in ``0..16``, ``v (..., M, D)``, leading axes that
+    broadcast, ``v_zero_point`` in int64; prove ``M * max|v - zp| * 2**15`` fits int64 (``OverflowError``).
+    Returns ``(v_zero_point, max|v - v_zero_point|)``; backend-neutral (operands as
+    :class:`~intsim.ops._checks.Operand`)."""
+    codes_shape, v_shape = tuple(codes.shape), tuple(v.shape)
+    if len(codes_shape) < 2 or len(v_shape) < 2:
+        raise ValueError(
+            f"{op}: codes (..., N, M) and v (..., M, D) need at least two axes, got shapes {codes_shape} and {v_shape}"
+        )
+    if codes_shape[-1] != v_shape[-2]:
+        raise ValueError(
+            f"{op}: codes has {codes_shape[-1]} keys (last axis, shape {codes_shape}) but v has {v_shape[-2]} "
+            f"(second to last axis, shape {v_shape})"
+        )
+    try:
+        np.broadcast_shapes(codes_shape[:-2], v_shape[:-2])
+    except ValueError:
+        raise ValueError(f"{op}: the leading axes of codes {codes_shape} and v {v_shape} do not broadcast") from None
+    check_in_range(codes, "codes", op, 0, ZERO_CODE)
+    v_zero_point = check_int(v_zero_point, "v_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
+    centred = abs_max(v, v_zero_point)
+    bound = (centred << LIS_VALUE_SHIFT) * codes_shape[-1]
+    if bound > INT64_MAX:
+        raise OverflowError(
+            f"{op}: sum_j (v_j - v_zero_point) << 15 can reach {bound} (about 2**{bound.bit_length() - 1}) "
+            f"over {codes_shape[-1]} keys, which overflows int64"
+        )
+    return v_zero_point, centred
+
+
 def _prepare_attention(codes, v, v_zero_point, op):
     codes = as_int_array(codes, "codes", op)
     v = as_int_array(v, "v", op)
-    if codes.ndim < 2 or v.ndim < 2:
-        raise ValueError(
-            f"{op}: codes (..., N, M) and v (..., M, D) need at least two axes, got shapes {codes.shape} and {v.shape}"
-        )
-    if codes.shape[-1] != v.shape[-2]:
-        raise ValueError(
-            f"{op}: codes has {codes.shape[-1]} keys (last axis, shape {codes.shape}) but v has {v.shape[-2]} "
-            f"(second to last axis, shape {v.shape})"
-        )
-    try:
-        np.broadcast_shapes(codes.shape[:-2], v.shape[:-2])
-    except ValueError:
-        raise ValueError(f"{op}: the leading axes of codes {codes.shape} and v {v.shape} do not broadcast") from None
-    check_code_range(codes, "codes", op, 0, ZERO_CODE)
-    v_zero_point = check_int(v_zero_point, "v_zero_point", op, lo=INT64_MIN, hi=INT64_MAX)
-    if v.size:
-        centred = max(abs(int(v.min()) - v_zero_point), abs(int(v.max()) - v_zero_point))
-        bound = (centred << LIS_VALUE_SHIFT) * codes.shape[-1]
-        if bound > INT64_MAX:
-            raise OverflowError(
-                f"{op}: sum_j (v_j - v_zero_point) << 15 can reach {bound} (about 2**{bound.bit_length() - 1}) "
-                f"over {codes.shape[-1]} keys, which overflows int64"
-            )
+    v_zero_point, _ = check_lis_attention_values(ArrayOperand(codes), ArrayOperand(v), v_zero_point, op)
     return codes, v, v_zero_point
 
 

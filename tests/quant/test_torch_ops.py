@@ -399,3 +399,75 @@ def test_log_round_over_the_whole_int64_range(r):
     from intsim.ops.softmax import log_round_reference
 
     assert_same(tops._log_round(torch.from_numpy(r)), log_round_reference(r))
+
+
+# ------------------------------------------------------------------------- one set of checks, every backend
+
+_C = ops.i_exp_constants(0.1)
+_RESIDUAL = dict(a_zero_point=0, b_zero_point=0, a_multiplier=1, b_multiplier=1, shift=0)
+_MAIN_OPERANDS = {"acc", "a", "b", "x", "weight", "n", "q", "codes", "v", "table"}
+
+# numpy arguments that the numpy op refuses with a ValueError or an OverflowError; the twin must raise the very
+# same error, message included (the validation and the proofs are the same functions on both sides)
+_REFUSED = [
+    ("requantize", dict(acc=np.array([1, 2]), multiplier=np.array([1, 2, 3]), shift=0)),
+    ("requantize", dict(acc=np.array([[1, 2]]), multiplier=1, shift=np.array([0, 63]))),
+    ("requantize", dict(acc=np.array([1]), multiplier=1, shift=0, zero_point=300)),
+    ("requantize", dict(acc=np.array([2**62, 3]), multiplier=2**30, shift=0)),
+    ("requantize", dict(acc=np.array([2**32 - 1], dtype=np.uint32), multiplier=2**31 - 1, shift=62, qmin=-(2**31),
+                        qmax=2**31 - 1)),
+    ("integer_matmul", dict(a=np.ones((2, 3), np.int64), b=np.ones((2, 3), np.int64))),
+    ("integer_matmul", dict(a=np.ones((2, 2, 3), np.int8), b=np.ones((3, 3, 4), np.int8))),
+    ("integer_matmul", dict(a=np.ones((2, 3), np.int8), b=np.ones((3, 4), np.int8), bias=np.array([0, 0, 2**31, 0]))),
+    ("integer_matmul", dict(a=np.full((1, 4), 2**31), b=np.full((4, 1), 2**31))),
+    ("integer_linear", dict(x=np.zeros((2, 3), np.uint8), weight=np.zeros((2, 4), np.int8))),
+    ("integer_linear", dict(x=np.zeros((2, 3), np.uint8), weight=np.zeros((2, 3), np.int8), x_shift=np.array([0, 16, 0]))),
+    ("integer_linear", dict(x=np.array([[2**50, 0]]), weight=np.ones((1, 2), np.int8), x_shift=np.array([15, 0]))),
+    ("isqrt", dict(n=np.array([[4, -1]]))),
+    ("ptf_layernorm", dict(q=np.array([[300, 1]]), zero_point=0, alpha=0, multiplier=1, bias=0, shift=0)),
+    ("ptf_layernorm", dict(q=np.array([[3, 1]]), zero_point=0, alpha=np.array([0, 8]), multiplier=1, bias=0, shift=0)),
+    ("ptf_layernorm", dict(q=np.array([[3, 1]]), zero_point=0, alpha=0, multiplier=2**31 - 1, bias=2**63 - 2, shift=0)),
+    ("int_exp", dict(x=np.array([[0, 3], [-1, 2]]), constants=_C)),
+    ("log_int_softmax", dict(q=np.array([[1, 2]]), zero_point=300, constants=_C)),
+    ("log_int_softmax", dict(q=np.array([[1, 2, 3]]), zero_point=0, constants=_C, mask=np.array([True, False]))),
+    ("log_int_softmax", dict(q=np.zeros((1, 3000), np.int64), zero_point=0, constants=ops.i_exp_constants(2e-5))),
+    ("uniform_int_softmax", dict(q=np.array([[1, 2]]), zero_point=0, constants=_C, out_bits=17)),
+    ("uniform_int_softmax", dict(q=np.zeros((1, 3000), np.int64), zero_point=0, constants=ops.i_exp_constants(2e-5))),
+    ("lis_attention_values", dict(codes=np.array([[17]]), v=np.array([[1]]), v_zero_point=0)),
+    ("lis_attention_values", dict(codes=np.zeros((1, 3), np.int64), v=np.zeros((2, 1), np.int64), v_zero_point=0)),
+    ("lis_attention_values", dict(codes=np.zeros((1, 9), np.int64), v=np.full((9, 1), 2**46), v_zero_point=-(2**46))),
+    ("lut_lookup", dict(codes=np.array([[0, 255]], np.int16), table=np.zeros((2, 256), np.int64), rows=np.array([0, 2]))),
+    ("lut_lookup", dict(codes=np.array([256]), table=np.zeros(256, np.int64))),
+    ("lut_lookup", dict(codes=np.array([1]), table=np.zeros(255, np.int64))),
+    ("i_gelu", dict(x=np.array([2**62]), constants=ops.i_gelu_constants(1e-3))),
+    ("residual_add", dict(a=np.array([1]), b=np.array([1, 2]), **_RESIDUAL)),
+    ("residual_add", dict(a=np.array([1, 2]), b=np.array([1, 2]), **{**_RESIDUAL, "shift": np.array([0, 63])})),
+    ("residual_add", dict(a=np.array([[2**40, 3]]), b=np.zeros((1, 2), np.int64),
+                          **{**_RESIDUAL, "a_multiplier": np.array([2**24, 1]), "b_multiplier": 0})),
+]
+
+
+@pytest.mark.parametrize("parameters", ["numpy", "torch"])
+@pytest.mark.parametrize("name, kwargs", _REFUSED, ids=[f"{name}-{i}" for i, (name, _) in enumerate(_REFUSED)])
+def test_twins_raise_the_reference_errors_word_for_word(name, kwargs, parameters):
+    with pytest.raises((ValueError, OverflowError)) as theirs:
+        getattr(ops, f"{name}_reference")(**kwargs)
+    with pytest.raises((ValueError, OverflowError)) as kernel:
+        getattr(ops, name)(**kwargs)
+    keep = () if parameters == "torch" else tuple(set(kwargs) - _MAIN_OPERANDS)
+    with pytest.raises(theirs.type) as ours:
+        getattr(tops, name)(**torch_case(kwargs, keep_numpy=keep))
+    assert kernel.type is theirs.type
+    assert str(ours.value) == str(theirs.value).replace(f"{name}_reference:", f"{name}:")
+
+
+@given(hnp.arrays(st.sampled_from([np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64]),
+                  hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)))
+def test_tensor_operands_read_the_same_bounds_as_array_operands(array):
+    from intsim.ops._checks import ArrayOperand
+
+    ours, theirs = tops.TensorOperand(torch.from_numpy(array), "x", "test"), ArrayOperand(array)
+    assert ours.shape == theirs.shape and ours.dtype_range == theirs.dtype_range
+    assert ours.bounds() == theirs.bounds() and ours.column_bounds() == theirs.column_bounds()
+    for value in (ours.bounds()[0], ours.bounds()[1]):
+        assert ours.index_of(value) == theirs.index_of(value)
