@@ -10,64 +10,31 @@
 Without ``--model`` the embedded digits ViT is used, with its own calibration and held-out images, so every
 command runs on a fresh machine with no data. Every failure (missing or corrupt file, bad folder, unknown
 name) prints one message naming the file or option and exits with status 2; no partial output is left. Every
-command that reads a Program reads it through :func:`load_program_argument`, so a corrupt or hand-edited Program
-(checked on load: docs/program.md) is refused the same way by ``run``, ``check``, ``golden`` and ``report``.
+command that reads a Program reads it through :func:`intsim.cli_common.load_program_argument` (shared with
+:mod:`intsim.golden.cli`), so a corrupt or hand-edited Program (checked on load: docs/program.md) is refused the
+same way by ``run``, ``check``, ``golden`` and ``report``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
-import warnings
-from pathlib import Path
 
 import intsim  # first: sets OMP_WAIT_POLICY before torch or numba start their thread pools
+from intsim.cli_common import check_output, load_program_argument, write_json
+
+__all__ = ["build_parser", "load_program_argument", "main"]
 
 
-def _write_json(path: str | None, payload: dict) -> None:
-    if not path:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    print(f"wrote {path}")
-
-
-def _check_output(path: str | None, option: str) -> None:
-    """Refuse an output path that is a folder before any work is done."""
-    if path and Path(path).is_dir():
-        raise ValueError(f"{option} {path} is a folder; give a file name")
-
-
-def load_program_argument(args):
-    """The Program file ``args.program``, loaded and checked by :func:`intsim.program.load_program`; the one way
-    every command reads a Program. A defect raises ``ProgramError`` (``main`` prints it as one line, status 2); the
-    warning of a format-3 file is printed as one line ``intsim COMMAND: warning: ...``."""
-    from intsim.program import UncheckedProgramWarning, load_program
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UncheckedProgramWarning)
-        program = load_program(args.program)
-    for warning in caught:
-        print(f"intsim {args.command}: warning: {warning.message}", file=sys.stderr)
-    return program
+# The shared helpers, under the names this module has always had (intsim.golden.cli imports intsim.cli_common).
+_write_json = write_json
+_check_output = check_output
 
 
 def _config(args):
     from intsim.quant.configs import make_config
 
-    return make_config(args.config, wbits=args.wbits, abits=args.abits, attn_bits=args.attn_bits,
+    return make_config(args.config, wbits=args.wbits, abits=args.abits, attn_bits=args.attn_bits, softmax=args.softmax,
                        observer=args.observer, rounding=args.rounding)
 
 
@@ -112,8 +79,11 @@ def _check(args) -> int:
     _check_output(args.json, "--json")
     program = load_program_argument(args)
     model, preprocess, _, name = load_float_model(args.model, args.weights)
-    qvit = QuantViT.from_program(model, program)
-    mismatch = model_mismatch(qvit, program)
+    try:
+        qvit = QuantViT.from_program(model, program)
+        mismatch = model_mismatch(qvit, program)
+    except ValueError as error:  # the Program's structure is not this model's
+        mismatch = str(error)
     if mismatch:
         raise ValueError(f"{args.program} was not exported from model {name} (its metadata says "
                          f"{program.metadata.get('model')!r}): {mismatch}; give the Program's --model and --weights")
@@ -165,9 +135,12 @@ def _add_model(parser, *, calib: bool) -> None:
         parser.add_argument("--calib", help="folder of calibration images, searched recursively (default: embedded)")
         parser.add_argument("--calib-limit", type=int, help="use only the first N calibration images")
         parser.add_argument("-c", "--config", default="fqvit-w8a8a4", help="named configuration (fqvit-w8a8a4, fqvit-w8a8a8)")
-        parser.add_argument("--wbits", type=int, help="weight bits (4..8), overriding the configuration")
-        parser.add_argument("--abits", type=int, help="activation bits (4..8)")
-        parser.add_argument("--attn-bits", type=int, help="attention-probability bits: 4 = Log-Int-Softmax, 5..8 uniform")
+        parser.add_argument("--wbits", type=int, help="weight bits (2..8), overriding the configuration")
+        parser.add_argument("--abits", type=int, help="activation bits (2..8; the residual stream and the GELU index "
+                                                      "follow where they had the activation bits)")
+        parser.add_argument("--softmax", help="attention-probability quantizer: lis (Log-Int-Softmax, 4 bits) or "
+                                              "uniform_softmax (2..8 bits)")
+        parser.add_argument("--attn-bits", type=int, help="attention-probability bits (lis: 4 only)")
         parser.add_argument("--observer", help="activation observer: minmax, ema, percentile, omse")
         parser.add_argument("--rounding", help="rounding of every requantization: half_up, half_even, half_away")
     parser.add_argument("-b", "--batch-size", type=int, default=32)

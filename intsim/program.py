@@ -13,8 +13,8 @@ Structure
 
 Checks (:meth:`Program.validate`, run by the exporter, :func:`save_program` and :func:`load_program`)
     every tensor spec typed; every constant integer, of its declared shape, its values within its declared bits;
-    exactly one input and one output tensor; every op of a known kind, matching :mod:`intsim.op_schema` (inputs,
-    outputs, attributes, operand shapes and value ranges), reading tensors written before it, writing declared
+    exactly one input and one output tensor; every op of a registered kind (:mod:`intsim.kinds`), matching its
+    schema (inputs, outputs, attributes, operand shapes and value ranges), reading tensors written before it, writing declared
     tensors no other op writes; the output written. A violation raises :class:`ProgramError` naming the op or
     tensor, what was expected and what was found.
 
@@ -24,7 +24,9 @@ File format (version :data:`FORMAT_VERSION`)
     {ops, tensors, metadata}, "sha256": hex, "version": N}`` (one key, because safetensors does not keep the order
     of several, and two saves must be byte-identical). ``constants_sha256`` holds :func:`constant_sha256` of every
     constant, ``sha256`` the Program hash :meth:`Program.sha256`; loading recomputes both and refuses a mismatch,
-    naming the constant. Format 3 files (no checksums) load unchecked with one :class:`UncheckedProgramWarning`.
+    naming the constant. Format 4 files load after their checksums are verified on the stored form, upgraded
+    (:func:`_upgrade`: attn @ V of Log-Int-Softmax codes became the kind ``LisAttentionValues``); format 3 files (no
+    checksums) load upgraded and unchecked, with one :class:`UncheckedProgramWarning`.
 """
 
 from __future__ import annotations
@@ -40,14 +42,16 @@ from pathlib import Path
 
 import numpy as np
 
-from intsim.op_schema import OperandView, SchemaError, check_op, is_int
+from intsim.kinds.registry import check_op
+from intsim.op_schema import OperandView, SchemaError, is_int
 
 __all__ = ["FORMAT_VERSION", "Op", "Program", "ProgramError", "TensorSpec", "UncheckedProgramWarning",
            "constant_sha256", "load_program", "save_program"]
 
 FORMAT_NAME = "intsim-program"
-FORMAT_VERSION = 4  # 2: Linear x_shift, Lut rows; 3: UniformSoftmax full_scale; 4: checksums
-_UNCHECKED_VERSION = 3  # the one older version still read: same structure, no checksums
+FORMAT_VERSION = 5  # 2: Linear x_shift, Lut rows; 3: UniformSoftmax full_scale; 4: checksums; 5: LisAttentionValues
+_UNCHECKED_VERSION = 3  # the oldest version still read: no checksums
+_READ_VERSIONS = (3, 4, 5)  # older ones are upgraded on load (:func:`_upgrade`)
 TENSOR_KINDS = ("input", "constant", "activation", "output")
 _INTEGER_DTYPES = {"uint8", "int8", "uint16", "int16", "int32", "int64"}
 _MAX_BITS = 64
@@ -349,11 +353,46 @@ def _verify_constants(recorded, constants: dict) -> None:
             raise ProgramError(f"constant {name!r}: data checksum mismatch (corrupt file?)")
 
 
+def _upgrade_attention_values(op: Op) -> Op:
+    """Format 4 -> 5: ``AttentionValues`` with ``probs: "lis"`` became the kind ``LisAttentionValues``, with
+    ``probs: "uniform"`` stays ``AttentionValues``; the ``probs`` attribute is gone (a method is a kind of its own)."""
+    if op.kind != "AttentionValues" or not isinstance(op.attrs, dict) or "probs" not in op.attrs:
+        return op
+    attrs = {key: value for key, value in op.attrs.items() if key != "probs"}
+    kind = {"lis": "LisAttentionValues", "uniform": "AttentionValues"}.get(op.attrs["probs"])
+    if kind is None:
+        raise ProgramError(f"op {op.name!r} (AttentionValues, format 4): attribute 'probs': expected one of 'lis', "
+                           f"'uniform', got {op.attrs['probs']!r}")
+    return dataclasses.replace(op, kind=kind, attrs=attrs)
+
+
+_UPGRADES = {  # stored format -> the op rewrite to the next format (3 -> 4 added checksums only)
+    3: lambda op: op,
+    4: _upgrade_attention_values,
+}
+
+
+def _upgrade(program: Program, version: int) -> Program:
+    """The Program of a file of format ``version`` in the current format: each format's op rewrite in turn."""
+    ops = program.ops
+    for step in range(version, FORMAT_VERSION):
+        ops = [_UPGRADES[step](op) for op in ops]
+    return dataclasses.replace(program, ops=ops)
+
+
+def _verify_structure(envelope: dict, program: Program) -> None:
+    if envelope.get("sha256") != program.sha256():
+        raise ProgramError("Program checksum mismatch: the structure is not the one saved (corrupt or "
+                           "hand-edited header? edit Programs in Python and save them with save_program)")
+
+
 def load_program(path: str | os.PathLike) -> Program:
     """Read and check a Program file; raise :class:`ProgramError` naming the file for any defect (missing,
     truncated, not a Program, another format version, a checksum mismatch, a check of :meth:`Program.validate`).
 
-    Format 3 files (no checksums) are loaded after the same checks, with one :class:`UncheckedProgramWarning`.
+    Files of an older format are upgraded to the current one after their checksums are verified on the stored
+    form (format 4: ``AttentionValues`` with ``probs`` becomes ``AttentionValues`` / ``LisAttentionValues``); format
+    3 files (no checksums) are loaded after the same checks, with one :class:`UncheckedProgramWarning`.
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load
@@ -375,20 +414,24 @@ def load_program(path: str | os.PathLike) -> Program:
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT_NAME:
         raise ProgramError(f"{path}: not an intsim Program (a safetensors file without intsim metadata)")
     version = envelope.get("version")
-    if type(version) is not int or version not in (FORMAT_VERSION, _UNCHECKED_VERSION):
+    if type(version) is not int or version not in _READ_VERSIONS:
         raise ProgramError(
             f"{path}: Program format version {version!r}, but this intsim reads version "
-            f"{FORMAT_VERSION} (and {_UNCHECKED_VERSION}, unchecked); re-export it with this intsim version"
+            f"{FORMAT_VERSION} (and {', '.join(map(str, _READ_VERSIONS[1:-1]))}, upgraded on load; "
+            f"{_UNCHECKED_VERSION}, unchecked); re-export it with this intsim version"
         )
-    checked = version == FORMAT_VERSION
+    checked = version != _UNCHECKED_VERSION
     try:
         program = _program_from_json(envelope.get("program"), constants)
         if checked:
             _verify_constants(envelope.get("constants_sha256"), constants)
+        if version != FORMAT_VERSION:  # the checksums cover the stored form: verify it first, then upgrade
+            if checked:
+                _verify_structure(envelope, program)
+            program = _upgrade(program, version)
         program.validate()
-        if checked and envelope.get("sha256") != program.sha256():
-            raise ProgramError("Program checksum mismatch: the structure is not the one saved (corrupt or "
-                               "hand-edited header? edit Programs in Python and save them with save_program)")
+        if version == FORMAT_VERSION:
+            _verify_structure(envelope, program)
     except ProgramError as error:
         raise ProgramError(f"{path}: {error}") from None
     if not checked:

@@ -182,16 +182,22 @@ def run_sweep(model_name: str | None, weights: str | None, calib: str | None, da
 
 
 # --------------------------------------------------------------------------------------------- reports
-def _describe(config: dict) -> list[str]:
-    """Table cells: widths, observer, LayerNorm-input quantizer, softmax."""
-    softmax = "LIS 4-bit" if config["attn_bits"] == 4 else f"uniform {config['attn_bits']}-bit"
-    if config["attn_bits"] == 4 and config.get("lis_scale", False):
+def _describe(values: dict) -> list[str]:
+    """Table cells: widths, observer, residual-stream (LayerNorm input) quantizer, fc1/GELU quantizer, softmax."""
+    from intsim.quant.configs import config_from_metadata
+
+    config = config_from_metadata(values)
+    names = {"ptf": "PTF", "uniform": "per-tensor", "lis": "LIS", "uniform_softmax": "uniform"}
+
+    def quantizer(kind: str) -> str:
+        return names.get(config.point(kind).quantizer, config.point(kind).quantizer)
+
+    softmax = f"{quantizer('post_softmax')} {config.attn_bits}-bit"
+    if config.softmax == "lis" and config.lis_scale:
         softmax += ", scaled"
-    if config["attn_bits"] != 4 and config.get("softmax_minmax", False):
+    if config.softmax == "uniform_softmax" and config.softmax_minmax:
         softmax += ", max-scaled"
-    mlp = "PTF" if config.get("mlp_ptf", False) else "per-tensor"
-    return [f"W{config['wbits']}A{config['abits']}", config["observer"], "PTF" if config["ptf"] else "per-tensor", mlp,
-            softmax]
+    return [f"W{config.wbits}A{config.abits}", config.observer, quantizer("residual"), quantizer("post_gelu"), softmax]
 
 
 _COLUMNS = ("configuration", "weights/acts", "observer", "LayerNorm input", "fc1/GELU", "softmax", "fake-quant top-1",

@@ -107,10 +107,14 @@ def test_quantize_run_check_eval_on_the_embedded_model(tmp_path, monkeypatch, ca
 
 def test_quantize_generic_widths_and_rounding_are_recorded(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["quantize", "-o", "g.intsim", "-j", "0", "--wbits", "6", "--abits", "6", "--attn-bits", "6", "--rounding", "half_even"]
+    args = ["quantize", "-o", "g.intsim", "-j", "0", "--wbits", "6", "--abits", "6", "--softmax", "uniform_softmax",
+            "--attn-bits", "6", "--rounding", "half_even"]
     assert main(args) == 0
     config = load_program("g.intsim").metadata["config"]
-    assert (config["wbits"], config["abits"], config["attn_bits"], config["rounding"]) == (6, 6, 6, "half_even")
+    points = [config[kind] for kind in ("weights", "post_layernorm", "post_softmax", "residual")]
+    assert points == [{"quantizer": "symmetric_channel", "bits": 6}, {"quantizer": "uniform", "bits": 6},
+                      {"quantizer": "uniform_softmax", "bits": 6}, {"quantizer": "ptf", "bits": 6}]
+    assert config["rounding"] == "half_even"
     assert config["name"] in capsys.readouterr().out
 
 
@@ -229,7 +233,13 @@ BAD_INPUTS = [
      ["'fqvit-w4a4'", *(f"'{name}'" for name in CONFIGS)], ["out.intsim"]),
     ("bit-width-out-of-range",
      lambda t, p, w: ["quantize", "--wbits", "12", "-o", "out.intsim"],
-     ["wbits = 12"], ["out.intsim"]),
+     ["weights bits = 12", "symmetric_channel allows 2..8"], ["out.intsim"]),
+    ("bit-width-the-softmax-quantizer-lacks",
+     lambda t, p, w: ["quantize", "--attn-bits", "6", "-o", "out.intsim"],
+     ["post_softmax bits = 6: lis allows 4..4"], ["out.intsim"]),
+    ("unknown-softmax-quantizer",
+     lambda t, p, w: ["quantize", "--softmax", "log2", "-o", "out.intsim"],
+     ["post_softmax quantizer", "'log2'", "'lis'", "'uniform_softmax'"], ["out.intsim"]),
     ("unknown-rounding",
      lambda t, p, w: ["quantize", "--rounding", "stochastic", "-o", "out.intsim"],
      ["'stochastic'", "half_up"], ["out.intsim"]),

@@ -20,7 +20,7 @@ from intsim.interpreter import run_program  # noqa: E402
 from intsim.models.digits import digits_heldout  # noqa: E402
 from intsim.ops.rounding import ROUNDING_MODES  # noqa: E402
 from intsim.program import load_program, save_program  # noqa: E402
-from intsim.quant.configs import make_config  # noqa: E402
+from intsim.quant.configs import Point, make_config  # noqa: E402
 from intsim.quant.exact import run_exact  # noqa: E402
 from intsim.quant.export import export_program  # noqa: E402
 from intsim.quant.vit import QuantViT  # noqa: E402
@@ -153,14 +153,14 @@ def test_digits_program_has_ptf_mlp_activations_and_calibrated_lis_scale(digits)
         np.testing.assert_array_equal(program.constants[f"{p}.fc2.x_shift"], qvit.qparams[f"{p}.gelu"].alpha.numpy())
         rows, table = program.constants[f"{p}.gelu.rows"], program.constants[f"{p}.gelu.table"]
         assert table.shape == (int(rows.max()) + 1, 256)
-        if program.metadata["config"]["attn_bits"] == 4:
+        if program.metadata["config"]["post_softmax"]["quantizer"] == "lis":
             assert 0.5 < program.tensors[f"blocks.{index}.attn.probs"].scale < 1.0
 
 
 def test_digits_program_uses_the_configured_softmax(digits):
     _, program = digits
     kinds = {op.kind for op in program.ops}
-    lis = program.metadata["config"]["attn_bits"] == 4
+    lis = program.metadata["config"]["post_softmax"]["quantizer"] == "lis"
     assert ("LogIntSoftmax" in kinds) == lis and ("UniformSoftmax" in kinds) == (not lis)
     assert program.metadata["config"]["name"] in CONFIGS
 
@@ -224,9 +224,17 @@ def test_every_rounding_mode_exact_matches(config_name, rounding, heldout_pixels
     assert_exact_match(program, heldout_pixels[:32])
 
 
+def test_a_bit_width_never_implies_a_quantizer():
+    """LIS has 4 bits only: asking it for 6 names the quantizer and what it allows, instead of switching softmax."""
+    with pytest.raises(ValueError, match="post_softmax bits = 6: lis allows 4..4"):
+        make_config("fqvit-w8a8a4", attn_bits=6)
+    assert make_config("fqvit-w8a8a8", attn_bits=4).post_softmax == Point("uniform_softmax", 4)
+
+
 def test_generic_widths_6_6_6_exact_match(heldout_pixels):
-    config = make_config("fqvit-w8a8a4", wbits=6, abits=6, attn_bits=6)
-    assert config.softmax == "uniform"
+    config = make_config("fqvit-w8a8a4", wbits=6, abits=6, attn_bits=6, softmax="uniform_softmax")
+    assert config.softmax == "uniform_softmax" and config.name == (
+        "fqvit-w8a8a4[abits=6,attn_bits=6,softmax=uniform_softmax,wbits=6]")
     _, program = digits_quantize(config)
     for name, spec in program.tensors.items():
         if name.endswith(".weight"):

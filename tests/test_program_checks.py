@@ -24,7 +24,7 @@ from PIL import Image  # noqa: E402
 from intsim.cli import main  # noqa: E402
 from intsim.evaluate import quantize  # noqa: E402
 from intsim.models.digits import digits_heldout  # noqa: E402
-from intsim.op_schema import SCHEMAS, markdown_table  # noqa: E402
+from intsim.kinds import BUILTIN_KINDS, get_op_kind, markdown_table  # noqa: E402
 from intsim.program import (  # noqa: E402
     FORMAT_VERSION,
     ProgramError,
@@ -263,7 +263,7 @@ def test_format_3_is_still_checked_against_the_schema(program_file, tmp_path):
 
 
 def test_other_versions_are_refused(program_file, tmp_path):
-    for version in (2, 5, "4", 4.5):
+    for version in (2, FORMAT_VERSION + 1, str(FORMAT_VERSION), 4.5):
         path = edit_envelope(program_file, tmp_path / "v.intsim", lambda envelope: _set(envelope, "version", version))
         assert f"Program format version {version!r}, but this intsim reads version {FORMAT_VERSION}" in refusal(path)
 
@@ -330,10 +330,16 @@ def test_a_command_prints_the_format_3_warning_as_one_line(program_file, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------ the schema table
-def test_the_schema_covers_exactly_the_interpreter_kinds():
-    from intsim.interpreter import EXECUTORS
+def test_every_builtin_kind_runs_an_op_of_both_backends():
+    """Each kind's function is an op of intsim.ops, with a torch twin of the same name and a golden suite."""
+    from intsim.ops import OPS
+    from intsim.quant import torch_ops
 
-    assert sorted(SCHEMAS) == sorted(EXECUTORS)
+    names = {spec.name for spec in OPS}
+    for kind in BUILTIN_KINDS:
+        function = get_op_kind(kind).function
+        if function is not None:
+            assert function in names and callable(getattr(torch_ops, function)), kind
 
 
 def test_the_schema_ranges_are_the_ops_contracts():
@@ -351,7 +357,7 @@ def test_the_schema_ranges_are_the_ops_contracts():
     assert schema.LUT_BITS == gelu.MAX_LUT_BITS
     assert schema.LIS_ZERO_CODE == softmax.ZERO_CODE
     assert schema.ROUNDING_MODES == tuple(rounding.ROUNDING_MODES)
-    exp = {attribute.name: (attribute.lo, attribute.hi) for attribute in SCHEMAS["LogIntSoftmax"].attributes}
+    exp = {attribute.name: (attribute.lo, attribute.hi) for attribute in get_op_kind("LogIntSoftmax").schema.attributes}
     assert exp["x0"] == (-softmax._MAX_X0, -1) and exp["b_int"] == (-softmax._MAX_B, softmax._MAX_B)
     assert exp["c_int"] == (-softmax._MAX_C, softmax._MAX_C) and exp["n"] == (0, softmax._MAX_N)
     with pytest.raises(ValueError):
@@ -360,7 +366,7 @@ def test_the_schema_ranges_are_the_ops_contracts():
 
 
 def test_docs_show_the_schema_table():
-    assert markdown_table() in DOCS.read_text(), "regenerate the table: python -c 'from intsim.op_schema import " \
+    assert markdown_table() in DOCS.read_text(), "regenerate the table: python -c 'from intsim.kinds import " \
                                                  "markdown_table; print(markdown_table())'"
 
 

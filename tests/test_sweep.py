@@ -26,7 +26,7 @@ from intsim.cli import main  # noqa: E402
 from intsim.data import Preprocess  # noqa: E402
 from intsim.evaluate import evaluate, labelled_batches, quantize  # noqa: E402
 from intsim.models.digits import digits_heldout  # noqa: E402
-from intsim.quant.configs import CONFIGS  # noqa: E402
+from intsim.quant.configs import CONFIGS, POINT_KINDS, Point  # noqa: E402
 from intsim.sweep import PRESETS, expand_config_names  # noqa: E402
 
 IMAGES = 64
@@ -63,26 +63,33 @@ def test_bad_config_names_are_refused_with_the_known_ones(spec, expected):
 
 def test_ablation_rows_differ_from_their_base_only_by_the_switches_in_their_names():
     base8, base4 = CONFIGS["fqvit-w8a8a8"], CONFIGS["fqvit-w8a8a4"]
+    per_tensor = Point("uniform", 8)
     for observer in ("minmax", "ema", "percentile", "omse"):
         row = CONFIGS[f"w8a8a8-{observer}"]
-        assert (row.observer, row.ptf, row.attn_bits, row.softmax) == (observer, False, 8, "uniform")
+        assert (row.observer, row.residual, row.post_softmax) == (observer, per_tensor, Point("uniform_softmax", 8))
         # a name without "-ptf" has no power-of-two factors anywhere (LayerNorm inputs, fc1/GELU outputs)
-        assert row == replace(base8, name=row.name, observer=observer, ptf=False, mlp_ptf=False)
-    assert CONFIGS["w8a8a8-minmax-ptf"] == replace(base8, name="w8a8a8-minmax-ptf", observer="minmax", ptf=True)
-    assert CONFIGS["w8a8a8-minmax-ptf-lnonly"] == replace(base8, name="w8a8a8-minmax-ptf-lnonly", mlp_ptf=False)
+        assert row == replace(base8, name=row.name, observer=observer, residual=per_tensor, gelu_input=per_tensor,
+                              post_gelu=per_tensor)
+    assert CONFIGS["w8a8a8-minmax-ptf"] == replace(base8, name="w8a8a8-minmax-ptf", observer="minmax")
+    assert CONFIGS["w8a8a8-minmax-ptf-lnonly"] == replace(base8, name="w8a8a8-minmax-ptf-lnonly",
+                                                           gelu_input=per_tensor, post_gelu=per_tensor)
     lis = CONFIGS["w8a8a4-minmax-ptf-lis"]
-    assert lis.softmax == "lis" and lis == replace(base4, name=lis.name, observer="minmax", ptf=True)
+    assert lis.softmax == "lis" and lis == replace(base4, name=lis.name, observer="minmax")
     unscaled = CONFIGS["w8a8a4-minmax-ptf-lis-unscaled"]
     assert unscaled == replace(lis, name=unscaled.name, lis_scale=False)
     for wbits, abits in ((6, 6), (4, 8), (4, 4)):
         row = CONFIGS[f"fqvit-w{wbits}a{abits}a4"]
-        assert row == replace(base4, name=row.name, wbits=wbits, abits=abits)
+        assert (row.wbits, row.abits, row.residual.bits, row.gelu_input.bits, row.attn_bits) == (wbits, abits, abits,
+                                                                                                 abits, 4)
+        assert replace(row, name="x", **{kind: base4.point(kind) for kind in POINT_KINDS}) == \
+            replace(base4, name="x")
 
 
 def test_per_tensor_layernorm_inputs_exact_match_end_to_end():
-    """ptf=False: quantize, integer run, and the interpreter equals the torch twins at every op output."""
+    """Per-tensor residual stream: quantize, integer run, and the interpreter equals the torch twins at every op."""
     _, program = quantize(None, None, None, CONFIGS["w8a8a8-minmax"], workers=0)
-    assert program.metadata["config"]["ptf"] is False
+    assert program.metadata["config"]["residual"] == {"quantizer": "uniform", "bits": 8}
+    assert not any(name.endswith(".x_shift") for name in program.constants)
     assert_exact_match(program, np.array(digits_heldout()[0][:32]))
 
 

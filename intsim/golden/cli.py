@@ -6,7 +6,7 @@
     intsim vectors OP [--count N] [--seed S] [--rounding MODE] --output DIR [--formats npy,hex,bin]
 
 Without ``--data``, a Program of the embedded digits model runs on the embedded held-out digits (``golden``: the
-first one unless ``--limit`` says more). PROGRAM is read by :func:`intsim.cli.load_program_argument`. Errors are ``ValueError`` / ``ProgramError`` naming the file, line or
+first one unless ``--limit`` says more). PROGRAM is read by :func:`intsim.cli_common.load_program_argument`. Errors are ``ValueError`` / ``ProgramError`` naming the file, line or
 option; ``intsim.cli.main`` prints them as one line and exits with status 2.
 """
 
@@ -54,7 +54,7 @@ def load_images(program, data: list[str] | None, limit: int | None, *, default_l
 
 
 def _golden(args) -> int:
-    from intsim.cli import load_program_argument
+    from intsim.cli_common import load_program_argument
     from intsim.golden.formats import parse_formats
     from intsim.golden.writer import write_golden
 
@@ -69,30 +69,30 @@ def _golden(args) -> int:
 
 
 def _diff(args) -> int:
-    from intsim.cli import _check_output, _write_json
+    from intsim.cli_common import check_output, write_json
     from intsim.golden.diff import diff_trees, format_table
 
-    _check_output(args.json, "--json")
+    check_output(args.json, "--json")
     result = diff_trees(args.golden, args.dut)
     print(format_table(result))
-    _write_json(args.json, result)
+    write_json(args.json, result)
     return 0 if result["first_mismatch"] is None else 1
 
 
 def _report(args) -> int:
     import numpy as np
 
-    from intsim.cli import _check_output, _write_json, load_program_argument
+    from intsim.cli_common import check_output, load_program_argument, write_json
     from intsim.golden.report import AccumulatorReport, format_report
 
-    _check_output(args.json, "--json")
+    check_output(args.json, "--json")
     program = load_program_argument(args)
     images = load_images(program, args.data, args.limit)
     batches = [np.stack([pixels for _, pixels in images[i : i + args.batch_size]])
                for i in range(0, len(images), args.batch_size)]
     result = AccumulatorReport(program).run(batches)
     print(format_report(result))
-    _write_json(args.json, result)
+    write_json(args.json, result)
     return 0
 
 

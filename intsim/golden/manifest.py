@@ -10,20 +10,36 @@ of numbers on one line, a final newline, no timestamps), so two runs give identi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from intsim.op_schema import SCHEMAS
+from intsim.kinds.registry import BUILTIN_KINDS, OP_KINDS
 
 __all__ = ["INPUT_ROLES", "MANIFEST_NAME", "SCHEMA_VERSION", "dumps", "input_roles", "load_schema", "output_roles",
-           "read_manifest", "validate_manifest"]
+           "read_manifest", "roles_table", "validate_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 2  # 2: roles, real zero points in op suites, per-op rounding and function, layout rules
-INPUT_ROLES = {kind: tuple(operand.role for operand in schema.inputs) for kind, schema in SCHEMAS.items()}
-"""Program op kind -> its inputs' roles in argument order: the operand roles of :data:`intsim.op_schema.SCHEMAS`
-(docs/program.md), so the manifest and the load checks name every operand the same way."""
+
+
+class _InputRoles(Mapping):
+    """A live read-only view of the registry: kind string -> its inputs' roles (kinds registered later included)."""
+
+    def __getitem__(self, kind: str) -> tuple[str, ...]:
+        return OP_KINDS[kind].input_roles
+
+    def __iter__(self):
+        return iter(OP_KINDS)
+
+    def __len__(self) -> int:
+        return len(OP_KINDS)
+
+
+INPUT_ROLES: Mapping[str, tuple[str, ...]] = _InputRoles()
+"""Program op kind -> its inputs' roles in argument order: the operand roles of its schema in the registry
+:mod:`intsim.kinds` (docs/program.md), so the manifest and the load checks name every operand the same way."""
 
 
 def input_roles(kind: str, inputs) -> dict[str, str]:
@@ -34,6 +50,16 @@ def input_roles(kind: str, inputs) -> dict[str, str]:
         raise ValueError(f"op kind {kind!r} with {len(inputs)} inputs has no manifest roles "
                          f"(known kinds: {', '.join(INPUT_ROLES)})")
     return dict(zip(roles, inputs))
+
+
+def roles_table() -> str:
+    """The input roles and ``function`` of every built-in kind as the Markdown table of ``docs/golden.md``."""
+    lines = ["| kind | input roles | `function` |", "|---|---|---|"]
+    for kind in (OP_KINDS[name] for name in BUILTIN_KINDS):
+        roles = ", ".join(f"`{operand.role}`" + (" (optional)" if operand.optional else "")
+                          for operand in kind.schema.inputs)
+        lines.append(f"| {kind.kind} | {roles} | {f'`{kind.function}`' if kind.function else 'null'} |")
+    return "\n".join(lines)
 
 
 def output_roles(outputs) -> dict[str, str]:

@@ -7,8 +7,8 @@ Tree layout::
     case0000_ties_half_up/out.FMT          the op's output
     case0001_.../                          the next case; random cases are labelled ``random``
 
-Each entry's ``kind`` is the Program op kind the function implements (``Requantize``; building blocks that are no
-Program op: ``IntegerMatmul``, ``Isqrt``, ``IntExp``, ``LisAttentionValues``, ``IGelu``) and ``function`` the
+Each entry's ``kind`` is the Program op kind the function implements (``Requantize``, ``LisAttentionValues``;
+building blocks that are no Program op: ``IntegerMatmul``, ``Isqrt``, ``IntExp``, ``IGelu``) and ``function`` the
 ``intsim.ops`` name; ``inputs`` / ``outputs`` map roles (the Program kind's argument names: ``ptf_layernorm``'s
 ``q`` is ``x``, the softmaxes' ``q`` is ``logits``, ``lut_lookup``'s ``codes`` is ``x``, ``lis_attention_values``'
 ``codes`` is ``probs``) to tensors ``<case folder>.<role>``. Every tensor carries the zero point the case's

@@ -25,6 +25,7 @@ import intsim
 from intsim.golden.formats import FORMAT_LAYOUT, FORMATS
 from intsim.golden.manifest import SCHEMA_VERSION, input_roles, output_roles
 from intsim.golden.tree import TreeWriter, tensor_record
+from intsim.kinds.registry import get_op_kind
 from intsim.program import Program
 
 __all__ = ["INLINE_PARAM_LIMIT", "GOLDEN_LAYOUT", "LAYOUT_RULES", "golden_manifest_base", "op_entry", "op_function",
@@ -45,9 +46,6 @@ LAYOUT_RULES = {  # recorded in every manifest's "layout" (with the formats' rul
     "rounding": "ops[].rounding is the op's tie rule (half_up, half_even, half_away; null: the op does not round); "
                 "the top-level rounding is the one every rounding op of the tree uses (null: none rounds)",
 }
-_FUNCTIONS = {"Linear": "integer_linear", "Requantize": "requantize", "ResidualAdd": "residual_add",
-              "LayerNorm": "ptf_layernorm", "AttentionScores": "integer_matmul", "LogIntSoftmax": "log_int_softmax",
-              "UniformSoftmax": "uniform_int_softmax", "Lut": "lut_lookup"}
 GOLDEN_LAYOUT = {
     "folders": "params/STEP_NAME.FMT: every constant, once (STEP = the first op reading it); "
                "imgNNNN/STEP_NAME.FMT: per image (see 'images'), the Program input (step 0) and the outputs of op "
@@ -67,11 +65,11 @@ def _first_steps(program: Program) -> dict[str, int]:
     return steps
 
 
-def op_function(kind: str, attrs: dict) -> str | None:
-    """The ``intsim.ops`` function (and ``golden/ops`` suite) computing an op of ``kind``; None for data movement."""
-    if kind == "AttentionValues":
-        return "lis_attention_values" if attrs.get("probs") == "lis" else "integer_matmul"
-    return _FUNCTIONS.get(kind)
+def op_function(kind: str, attrs: dict | None = None) -> str | None:
+    """The ``intsim.ops`` function (and ``golden/ops`` suite) computing an op of ``kind`` (its registered
+    :class:`~intsim.kinds.OpKind`'s ``function``); None for data movement. ``attrs`` is unused (a method variant is
+    a kind of its own) and kept for callers."""
+    return get_op_kind(kind).function
 
 
 def op_entry(step: int, name: str, kind: str, *, function: str | None, inputs: dict, outputs: dict, params, attrs: dict,
@@ -154,7 +152,7 @@ def write_golden(program: Program, images: Sequence[tuple[str, np.ndarray]], out
         for step, op in enumerate(program.ops, 1):
             roles = input_roles(op.kind, op.inputs)
             params = [role for role, name in roles.items() if name in program.constants]
-            ops.append(op_entry(step, op.name, op.kind, function=op_function(op.kind, op.attrs), inputs=roles,
+            ops.append(op_entry(step, op.name, op.kind, function=op_function(op.kind), inputs=roles,
                                 outputs=output_roles(op.outputs), params=params, attrs=op.attrs,
                                 values={role: program.constants[roles[role]] for role in params}))
         config = program.metadata.get("config")

@@ -6,6 +6,12 @@
 - :mod:`intsim.quant.observers`: calibration observers (``minmax``, ``ema``, ``percentile``, ``omse`` and the
   per-channel observer for PTF), FQ-ViT semantics, and :func:`make_observer`.
 
+- :mod:`intsim.quant.layers`: quantized layers, each with one fake-quant ``compute`` and one ``emit`` into the
+  Program builder; :mod:`intsim.quant.vit` composes them into a ViT/DeiT (:class:`~intsim.quant.vit.QuantViT`).
+- :mod:`intsim.quant.quantizers` and :mod:`intsim.quant.methods`: the quantizer registry (by name, with the kinds
+  of point and bits each serves) and the method registry (named calibration procedures); configurations
+  (:mod:`intsim.quant.configs`) name one quantizer and bit width per kind of point, and a method.
+
 The integer side (``intsim.ops``, the Program, the interpreter) never imports this package.
 """
 

@@ -1,113 +1,207 @@
-"""Named quantization configurations: bit widths, observer, PTF, softmax and GELU choices, rounding.
+"""Named quantization configurations: a method, and for each kind of quantization point a quantizer and its bits.
+
+A configuration says *what* is quantized *how*, independently: each kind of point (:data:`POINT_KINDS`) names
+a registered quantizer (:mod:`intsim.quant.quantizers`) and its bit width, and ``method`` names the registered
+calibration procedure (:mod:`intsim.quant.methods`). Nothing is implied by a bit width: a 4-bit uniform softmax
+and a 4-bit Log-Int-Softmax are two different quantizer names.
 
 ``fqvit-w8a8a4`` is FQ-ViT's 8/8/4 (int8 weights, uint8 activations, PTF LayerNorm inputs, 4-bit
 Log-Int-Softmax); ``fqvit-w8a8a8`` the same with an 8-bit uniform integer softmax. Generic widths come from
-:func:`make_config` (the CLI's ``--wbits/--abits/--attn-bits``): attention bits 4 means Log-Int-Softmax,
-5..8 a uniform integer softmax of that width.
+:func:`make_config` (the CLI's ``--wbits/--abits/--attn-bits/--softmax``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
+from intsim.limits import ROUNDING_MODES
 from intsim.ops._checks import check_choice
-from intsim.ops.rounding import ROUNDING_MODES
 
-__all__ = ["CONFIGS", "QuantConfig", "get_config", "make_config"]
+__all__ = ["CONFIGS", "POINT_KINDS", "Point", "QuantConfig", "config_from_metadata", "get_config", "make_config"]
+
+POINT_KINDS = ("weights", "residual", "pos_embed", "post_layernorm", "qkv", "post_softmax", "attn_output",
+               "gelu_input", "post_gelu")
+"""The kinds of quantization point of a ViT, in the order a block meets them:
+
+``weights``        every Linear's weights (per output channel)
+``residual``       the residual stream: the inputs of every LayerNorm and the outputs of every residual add
+``pos_embed``      the position embedding (a constant added to the patch accumulators)
+``post_layernorm`` LayerNorm outputs (the inputs of qkv, fc1 and the head)
+``qkv``            q, k and v (the operands of both attention matmuls)
+``post_softmax``   attention probabilities (the softmax is the quantizer's own integer op)
+``attn_output``    the attention context (``probs @ v``, the input of proj)
+``gelu_input``     fc1's output (the GELU table's index)
+``post_gelu``      GELU's output (the input of fc2)
+"""
+
+
+@dataclass(frozen=True)
+class Point:
+    """A kind of point's quantizer (a name of :data:`intsim.quant.quantizers.QUANTIZERS`) and bit width."""
+
+    quantizer: str
+    bits: int
 
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Everything that selects how a model is quantized (all integers/strings: it is stored in the Program)."""
+    """Everything that selects how a model is quantized (plain values: it is stored in the Program's metadata)."""
 
     name: str
-    wbits: int = 8  # weights: symmetric per output channel, codes in [-(2**(w-1)-1), 2**(w-1)-1]
-    abits: int = 8  # activations: unsigned asymmetric per tensor (LayerNorm inputs: PTF per channel)
-    attn_bits: int = 4  # 4: Log-Int-Softmax codes; 5..8: uniform integer softmax of that width
-    observer: str = "minmax"  # minmax | ema | percentile | omse (activations; weights are always minmax)
-    ptf: bool = True  # power-of-two factors for LayerNorm inputs; False: per-tensor
-    ptf_alpha_max: int = 7  # PTF factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3; ViT-Ti needs 7)
-    ptf_search_zero_point: bool = True  # PTF zero point by least squared error (FQ-ViT: from the layer-wide range)
-    lis_scale: bool = True  # calibrate the LIS value scale so rows sum to 1 on average (FQ-ViT: 1; attn_bits 4)
-    softmax_minmax: bool = True  # uniform softmax (attn_bits 5..8): scale = largest calibrated probability / (2**b - 1)
+    method: str = "fqvit"
+    weights: Point = Point("symmetric_channel", 8)  # codes in [-(2**(w-1)-1), 2**(w-1)-1], one scale per channel
+    residual: Point = Point("ptf", 8)  # power-of-two factors per channel (FQ-ViT's PTF)
+    pos_embed: Point = Point("uniform", 8)
+    post_layernorm: Point = Point("uniform", 8)  # unsigned asymmetric per tensor
+    qkv: Point = Point("uniform", 8)
+    post_softmax: Point = Point("lis", 4)  # lis: Log-Int-Softmax (4 bits); uniform_softmax: 2..16 bits
+    attn_output: Point = Point("uniform", 8)
+    gelu_input: Point = Point("ptf", 8)  # ptf: a few hidden units carry values ~100x the others
+    post_gelu: Point = Point("ptf", 8)
+    # options of the quantizers (each is read by the quantizers that name it)
+    observer: str = "minmax"  # uniform: minmax | ema | percentile | omse (weights are always minmax)
+    ptf_alpha_max: int = 7  # ptf: factors 2**alpha, alpha in 0..ptf_alpha_max (FQ-ViT: 3; ViT-Ti needs 7)
+    ptf_search_zero_point: bool = True  # ptf: zero point by least squared error (FQ-ViT: from the layer-wide range)
+    lis_scale: bool = True  # lis: calibrate the value scale so rows sum to 1 on average (FQ-ViT: 1)
+    softmax_minmax: bool = True  # uniform_softmax: scale = largest calibrated probability / (2**b - 1)
     #                              (FQ-ViT's minmax observer on the softmax output); False: 1 / (2**b - 1)
-    mlp_ptf: bool = True  # power-of-two factors for the fc1 output (GELU index) and the GELU output (fc2 input)
-    gelu: str = "lut"  # per-code table built at export
-    residual_bits: int | None = None  # residual stream (LayerNorm inputs, PTF) width; None: abits (FQ-ViT)
-    gelu_input_bits: int | None = None  # fc1 output = GELU table index width; None: abits (FQ-ViT: float GELU)
-    rounding: str = "half_up"
+    gelu: str = "lut"  # GELU as a per-code table built at export
+    rounding: str = "half_up"  # every requantization's rounding
+
+    def point(self, kind: str) -> Point:
+        return getattr(self, kind)
+
+    @property
+    def wbits(self) -> int:
+        return self.weights.bits
+
+    @property
+    def abits(self) -> int:
+        return self.post_layernorm.bits
+
+    @property
+    def attn_bits(self) -> int:
+        return self.post_softmax.bits
 
     @property
     def softmax(self) -> str:
-        return "lis" if self.attn_bits == 4 else "uniform"
+        return self.post_softmax.quantizer
 
-    @property
-    def residual_width(self) -> int:
-        return self.abits if self.residual_bits is None else self.residual_bits
-
-    @property
-    def gelu_input_width(self) -> int:
-        return self.abits if self.gelu_input_bits is None else self.gelu_input_bits
-
-    @property
-    def ptf_levels(self) -> int:
-        return self.ptf_alpha_max + 1 if self.ptf else 1
-
-    @property
-    def mlp_ptf_levels(self) -> int:
-        return self.ptf_alpha_max + 1 if self.mlp_ptf else 1
+    def describe(self) -> str:
+        """One line: the method and each kind of point's quantizer and bits."""
+        points = ", ".join(f"{kind} {self.point(kind).quantizer}/{self.point(kind).bits}" for kind in POINT_KINDS)
+        return f"{self.name}: method {self.method}; {points}; rounding {self.rounding}"
 
 
-def _validate(config: QuantConfig) -> QuantConfig:
-    for field, value, lo, hi in (("wbits", config.wbits, 2, 8), ("abits", config.abits, 4, 8), ("attn_bits", config.attn_bits, 4, 8),
-                                 ("residual_bits", config.residual_width, 4, 16), ("gelu_input_bits", config.gelu_input_width, 4, 16)):
-        if not isinstance(value, int) or not lo <= value <= hi:
-            raise ValueError(f"quantization config {config.name!r}: {field} = {value!r} outside [{lo}, {hi}]")
+def validate_config(config: QuantConfig) -> QuantConfig:
+    """``config`` if every point names a registered quantizer that serves that kind of point at its bits, and
+    every option is known; ``ValueError`` naming the configuration and the field otherwise."""
+    from intsim.quant.methods import METHODS
     from intsim.quant.observers import OBSERVERS
+    from intsim.quant.quantizers import check_point
 
-    check_choice(config.observer, "observer", f"config {config.name!r}", tuple(OBSERVERS))
-    check_choice(config.rounding, "rounding mode", f"config {config.name!r}", tuple(ROUNDING_MODES))
-    check_choice(config.gelu, "gelu", f"config {config.name!r}", ("lut",))
+    where = f"config {config.name!r}"
+    check_choice(config.method, "method", where, tuple(METHODS))
+    for kind in POINT_KINDS:
+        point = config.point(kind)
+        if not isinstance(point, Point):
+            raise TypeError(f"{where}: {kind} must be a Point(quantizer, bits), got {point!r}")
+        check_point(kind, point, where)
+    check_choice(config.observer, "observer", where, tuple(OBSERVERS))
+    check_choice(config.rounding, "rounding mode", where, tuple(ROUNDING_MODES))
+    check_choice(config.gelu, "gelu", where, ("lut",))
+    if not isinstance(config.ptf_alpha_max, int) or not 0 <= config.ptf_alpha_max <= 7:
+        raise ValueError(f"{where}: ptf_alpha_max = {config.ptf_alpha_max!r} outside [0, 7]")
     return config
 
 
-CONFIGS: dict[str, QuantConfig] = {
-    config.name: config
-    for config in (
-        QuantConfig("fqvit-w8a8a4", attn_bits=4),
-        QuantConfig("fqvit-w8a8a8", attn_bits=8),
-    )
-}
+def config_from_metadata(values: dict) -> QuantConfig:
+    """The configuration stored in a Program's metadata (``dataclasses.asdict`` of it), including the form of
+    Programs written before configurations named their quantizers (``wbits``/``abits``/``attn_bits``/``ptf``/
+    ``mlp_ptf``/``residual_bits``/``gelu_input_bits``: attention bits 4 meant Log-Int-Softmax)."""
+    values = dict(values)
+    if "wbits" in values:  # the earlier form
+        abits = values.pop("abits", 8)
+        attn = values.pop("attn_bits", 4)
+        residual = values.pop("residual_bits", None) or abits
+        gelu_input = values.pop("gelu_input_bits", None) or abits
+        ptf, mlp = ("ptf" if values.pop(key, True) else "uniform" for key in ("ptf", "mlp_ptf"))
+        values.update(weights=Point("symmetric_channel", values.pop("wbits", 8)), residual=Point(ptf, residual),
+                      pos_embed=Point("uniform", abits), post_layernorm=Point("uniform", abits),
+                      qkv=Point("uniform", abits), attn_output=Point("uniform", abits),
+                      post_softmax=Point("lis", 4) if attn == 4 else Point("uniform_softmax", attn),
+                      gelu_input=Point(mlp, gelu_input), post_gelu=Point(mlp, abits))
+    known = {field.name for field in fields(QuantConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Program metadata: unknown configuration fields {', '.join(unknown)}")
+    for kind in POINT_KINDS:
+        if isinstance(values.get(kind), dict):
+            values[kind] = Point(**values[kind])
+        elif isinstance(values.get(kind), (list, tuple)):
+            values[kind] = Point(*values[kind])
+    return QuantConfig(**values)
+
+
+def config_metadata(config: QuantConfig) -> dict:
+    """The JSON form stored in a Program (:func:`config_from_metadata` reads it back)."""
+    return asdict(config)
+
+
+def _with_bits(config: QuantConfig, name: str, **kinds_bits) -> QuantConfig:
+    return replace(config, name=name, **{kind: replace(config.point(kind), bits=bits) for kind, bits in kinds_bits.items()})
+
+
+_ACTIVATION_KINDS = ("pos_embed", "post_layernorm", "qkv", "attn_output", "post_gelu")
+"""The kinds of point that ``abits`` sets (the residual stream and the GELU index follow when they had abits)."""
+
+
+def _abits(config: QuantConfig, abits: int) -> dict:
+    changes = {kind: abits for kind in _ACTIVATION_KINDS}
+    for kind in ("residual", "gelu_input"):
+        if config.point(kind).bits == config.abits:
+            changes[kind] = abits
+    return changes
+
+
+FQVIT_W8A8A4 = QuantConfig("fqvit-w8a8a4")
+FQVIT_W8A8A8 = replace(FQVIT_W8A8A4, name="fqvit-w8a8a8", post_softmax=Point("uniform_softmax", 8))
+
+CONFIGS: dict[str, QuantConfig] = {config.name: config for config in (FQVIT_W8A8A4, FQVIT_W8A8A8)}
 
 
 def _derived(base: str, name: str, **changes) -> QuantConfig:
     return replace(CONFIGS[base], name=name, **changes)
 
 
+_PER_TENSOR = dict(residual=Point("uniform", 8))
+_MLP_PER_TENSOR = dict(gelu_input=Point("uniform", 8), post_gelu=Point("uniform", 8))
+
 # FQ-ViT-style ablation rows (docs/sweeps.md; `intsim sweep --configs fqvit-ablation`). Each row is a fqvit-*
 # configuration with the switches its name states and every other field inherited, so two rows differ only by
-# what their names say. A name without "-ptf" has per-tensor LayerNorm inputs; "a8" is the 8-bit uniform softmax,
-# "a4" the 4-bit Log-Int-Softmax (LIS).
+# what their names say. A name without "-ptf" has per-tensor residual-stream quantizers (the LayerNorm inputs);
+# "a8" is the 8-bit uniform softmax, "a4" the 4-bit Log-Int-Softmax (LIS).
 CONFIGS.update(
     (config.name, config)
     for config in (
-        *(_derived("fqvit-w8a8a8", f"w8a8a8-{observer}", observer=observer, ptf=False, mlp_ptf=False)
+        *(_derived("fqvit-w8a8a8", f"w8a8a8-{observer}", observer=observer, **_PER_TENSOR, **_MLP_PER_TENSOR)
           for observer in ("minmax", "ema", "percentile", "omse")),
-        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf", observer="minmax", ptf=True),
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf", observer="minmax"),
         # PTF on the LayerNorm inputs only (FQ-ViT's placement): per-tensor fc1 and GELU outputs
-        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-lnonly", observer="minmax", ptf=True, mlp_ptf=False),
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-lnonly", observer="minmax", **_MLP_PER_TENSOR),
         # wider non-matmul activations (the MAC inputs stay 8-bit): 12-bit residual stream and GELU table index
-        _derived("fqvit-w8a8a8", "w8a8a8-r12g12", residual_bits=12, gelu_input_bits=12),
-        _derived("fqvit-w8a8a4", "w8a8a4-r12g12", residual_bits=12, gelu_input_bits=12),
+        _with_bits(CONFIGS["fqvit-w8a8a8"], "w8a8a8-r12g12", residual=12, gelu_input=12),
+        _with_bits(CONFIGS["fqvit-w8a8a4"], "w8a8a4-r12g12", residual=12, gelu_input=12),
         # FQ-ViT's own PTF: factors 2**0..2**3, zero point from the layer-wide range
-        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-fqvit", observer="minmax", ptf=True, ptf_alpha_max=3,
-                 ptf_search_zero_point=False, mlp_ptf=False),
-        _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis", observer="minmax", ptf=True),
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-fqvit", observer="minmax", ptf_alpha_max=3,
+                 ptf_search_zero_point=False, **_MLP_PER_TENSOR),
+        _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis", observer="minmax"),
         # the uniform softmax at the fixed scale 1/255 (the whole [0, 1]) instead of the calibrated largest probability
-        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-softmax-unscaled", observer="minmax", ptf=True, softmax_minmax=False),
+        _derived("fqvit-w8a8a8", "w8a8a8-minmax-ptf-softmax-unscaled", observer="minmax", softmax_minmax=False),
         # FQ-ViT's LIS values 2**-A (scale 1): rows sum to about 1.1 on ViT-Ti
-        _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis-unscaled", observer="minmax", ptf=True, lis_scale=False),
-        *(_derived("fqvit-w8a8a4", f"fqvit-w{wbits}a{abits}a4", wbits=wbits, abits=abits)
+        _derived("fqvit-w8a8a4", "w8a8a4-minmax-ptf-lis-unscaled", observer="minmax", lis_scale=False),
+        *(_with_bits(CONFIGS["fqvit-w8a8a4"], f"fqvit-w{wbits}a{abits}a4", weights=wbits,
+                     **_abits(CONFIGS["fqvit-w8a8a4"], abits))
           for wbits, abits in ((6, 6), (4, 8), (4, 4))),
     )
 )
@@ -118,11 +212,29 @@ def get_config(name: str) -> QuantConfig:
     return CONFIGS[check_choice(name, "configuration", "intsim", tuple(CONFIGS))]
 
 
-def make_config(base: str = "fqvit-w8a8a4", **overrides) -> QuantConfig:
-    """``base`` with some fields replaced (``None`` values are ignored); the name records the overrides."""
+def make_config(base: str = "fqvit-w8a8a4", *, wbits: int | None = None, abits: int | None = None,
+                attn_bits: int | None = None, softmax: str | None = None, **overrides) -> QuantConfig:
+    """``base`` with some choices replaced (``None`` values are ignored); the name records the overrides.
+
+    ``wbits`` sets the weights' bits; ``abits`` every activation point's (and the residual stream's and the GELU
+    index's where they had the activation bits); ``attn_bits`` and ``softmax`` the post-softmax point's bits and
+    quantizer (``lis`` or ``uniform_softmax``; leaving a LIS base at other than 4 bits needs ``softmax``); other
+    keywords replace fields of :class:`QuantConfig` (options, or whole :class:`Point` values).
+    """
     config = get_config(base)
-    changes = {key: value for key, value in overrides.items() if value is not None and getattr(config, key) != value}
+    requested = dict(wbits=wbits, abits=abits, attn_bits=attn_bits, softmax=softmax, **overrides)
+    requested = {key: value for key, value in requested.items() if value is not None}
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    if wbits is not None:
+        changes["weights"] = replace(config.weights, bits=wbits)
+    if abits is not None:
+        changes.update({kind: replace(config.point(kind), bits=bits) for kind, bits in _abits(config, abits).items()})
+    if attn_bits is not None or softmax is not None:
+        changes["post_softmax"] = Point(softmax or config.softmax, config.attn_bits if attn_bits is None else attn_bits)
+    current = {key: getattr(config, key) for key in ("wbits", "abits", "attn_bits", "softmax")}
+    shown = {key: value for key, value in requested.items() if current.get(key, getattr(config, key, None)) != value}
+    changes = {key: value for key, value in changes.items() if getattr(config, key) != value}
     if changes:
-        suffix = ",".join(f"{key}={value}" for key, value in sorted(changes.items()))
+        suffix = ",".join(f"{key}={value}" for key, value in sorted(shown.items()))
         config = replace(config, name=f"{base}[{suffix}]", **changes)
-    return _validate(config)
+    return validate_config(config)

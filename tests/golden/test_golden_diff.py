@@ -13,7 +13,7 @@ from golden_helpers import message_lines
 
 from intsim.cli import main
 from intsim.golden.manifest import read_manifest
-from intsim.interpreter import EXECUTORS
+from intsim.kinds import BUILTIN_KINDS
 
 
 def _npy_dut(golden: Path, dut: Path) -> Path:
@@ -65,7 +65,7 @@ def test_a_flipped_bit_is_reported_at_exactly_that_op_for_every_op_kind(lis_gold
             row = next(c for c in result["comparisons"] if c["mismatches"])
             assert (row["mismatches"], row["max_abs_delta"], row["above"] + row["below"]) == (1, 1, 1)
             covered.add(kind)
-    assert covered == set(EXECUTORS)  # every op kind of the Program vocabulary
+    assert covered == set(BUILTIN_KINDS)  # every op kind of the Program vocabulary
 
 
 def test_equal_trees_exit_0_and_hex_and_bin_flips_are_found(lis_golden, tmp_path, capsys):

@@ -63,7 +63,8 @@ def test_every_rounding_op_names_its_function_and_mode(lis_golden):
     manifest = read_manifest(lis_golden)
     functions = {op["kind"]: op["function"] for op in manifest["ops"]}
     assert functions["Requantize"] == "requantize" and functions["LayerNorm"] == "ptf_layernorm"
-    assert functions["AttentionValues"] == "lis_attention_values" and functions["Split"] is None
+    assert functions["LisAttentionValues"] == "lis_attention_values" and functions["Split"] is None
+    assert "AttentionValues" not in functions  # format 5: the LIS attn @ V is a kind of its own
     rounding_ops = [op for op in manifest["ops"] if "rounding" in op["attrs"]]
     assert {op["kind"] for op in rounding_ops} == {"Requantize", "ResidualAdd", "LayerNorm"}
     assert {op["rounding"] for op in rounding_ops} == {manifest["rounding"]}
@@ -190,3 +191,12 @@ def test_real_vit_tiny_golden_set_and_self_diff(shared_data, tmp_path, capsys):
     assert len(manifest["ops"]) > 200 and manifest["images"][0]["source"].startswith("images/")
     assert main(["diff", str(golden), str(golden)]) == 0
     assert "0 differ" in capsys.readouterr().out
+
+
+def test_docs_show_the_roles_table_of_the_registry():
+    from golden_helpers import REPO
+
+    from intsim.golden.manifest import roles_table
+
+    assert roles_table() in (REPO / "docs" / "golden.md").read_text(), \
+        "regenerate: python -c 'from intsim.golden.manifest import roles_table; print(roles_table())'"
