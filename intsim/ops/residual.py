@@ -194,13 +194,18 @@ def check_residual_add_parameters(shape, a_zero_point, b_zero_point, a_multiplie
 residual_parameters = check_residual_add_parameters  # the earlier name, kept for callers
 
 
-def _first_overflow(a_bound: int, b_bound: int, m_a: int, m_b: int, k: int, out_zp: int) -> tuple[int, str] | None:
-    """The first of residual_add's int64 bounds that fails for these maxima, as ``(bound, what)``, or ``None``."""
+def _first_overflow(a_bound: int, b_bound: int, m_a: int, m_b: int, k: int, out_zp: int,
+                    k_least: int | None = None) -> tuple[int, str] | None:
+    """The first of residual_add's int64 bounds that fails for these maxima, as ``(bound, what)``, or ``None``.
+
+    ``k`` bounds the rounding half (the largest shift is the worst) and ``k_least`` the shifted sum (the smallest
+    shift is the worst; default ``k``): with both, one call bounds every channel at once."""
     total = a_bound * m_a + b_bound * m_b
+    k_least = k if k_least is None else k_least
     for bound, what in (
         (max(a_bound, b_bound), "a - a_zero_point or b - b_zero_point"),
         (total + (1 << k >> 1), "(a - a_zp) * Ma + (b - b_zp) * Mb (plus the rounding half)"),
-        ((total >> k) + 1 + abs(out_zp), "the shifted sum plus out_zero_point"),
+        ((total >> k_least) + 1 + abs(out_zp), "the shifted sum plus out_zero_point"),
     ):
         if bound > INT64_MAX:
             return bound, what
@@ -211,8 +216,8 @@ def prove_residual_add_bounds(a: Operand, b: Operand, params: ResidualParams, op
     """Prove ``max|a - a_zp|``, ``max|b - b_zp|``, ``|a - a_zp|*|Ma| + |b - b_zp|*|Mb| + 2**(k-1)`` and the shifted sum
     plus ``out_zero_point`` fit int64, from the exact value bounds of ``a`` and ``b`` (same shape).
 
-    First with global maxima (one pass each, the common case: the largest ``|Ma|``, ``|Mb|`` and shift); only if
-    that bound fails, exactly per channel, which decides (``OverflowError`` naming the first failing channel).
+    First with global maxima (one pass each, the common case: the largest ``|Ma|``, ``|Mb|``, the largest shift for
+    the rounding half and the smallest for the shifted sum); only if that bound fails, exactly per channel, which decides (``OverflowError`` naming the first failing channel).
     """
     p = params
     if size_of(a.shape) == 0:
@@ -220,7 +225,7 @@ def prove_residual_add_bounds(a: Operand, b: Operand, params: ResidualParams, op
     magnitudes_a, magnitudes_b = [abs(m) for m in p.a_multipliers.tolist()], [abs(m) for m in p.b_multipliers.tolist()]
     shifts = p.shifts.tolist()
     if _first_overflow(abs_max(a, p.a_zero_point), abs_max(b, p.b_zero_point), max(magnitudes_a), max(magnitudes_b),
-                       max(shifts), p.out_zero_point) is None:
+                       max(shifts), p.out_zero_point, min(shifts)) is None:
         return
     columns = zip(column_abs_max(a, p.a_zero_point), column_abs_max(b, p.b_zero_point), magnitudes_a, magnitudes_b, shifts)
     for channel, (a_bound, b_bound, m_a, m_b, k) in enumerate(columns):

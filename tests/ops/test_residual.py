@@ -282,3 +282,26 @@ def test_kernel_matches_reference_on_a_vit_sized_slice():
         case = dict(a=a, b=b, a_zero_point=120, b_zero_point=-3, a_multiplier=ma, b_multiplier=mb, shift=k,
                     out_zero_point=128, rounding=rounding)
         np.testing.assert_array_equal(residual_add(**case), residual_add_reference(**case))
+
+
+def test_the_one_pass_proof_bounds_the_shifted_sum_at_the_smallest_shift():
+    """Channel 0 (shift 0) sums to INT64_MAX - 2, channel 1 has shift 2: the shifted sum plus out_zero_point 5
+    leaves int64 in channel 0. The one-pass bound must use the smallest shift for it (with the largest it passed,
+    and the sum wrapped); numpy and the torch twin both refuse."""
+    import torch
+
+    from intsim.ops import residual_add, residual_add_reference
+    from intsim.quant import torch_ops
+
+    m_a = 2**31 - 1
+    a_value = 2**32 - 1
+    b_value = 2**63 - 1 - a_value * m_a - 2
+    a = np.array([[a_value, 0]], dtype=np.int64)
+    b = np.array([[b_value, 0]], dtype=np.int64)
+    args = dict(a_zero_point=0, b_zero_point=0, a_multiplier=np.array([m_a, 1]), b_multiplier=np.array([1, 1]),
+                shift=np.array([0, 2]), out_zero_point=5, qmin=-(2**31), qmax=2**31 - 1)
+    for function in (residual_add, residual_add_reference):
+        with pytest.raises(OverflowError, match="shifted sum plus out_zero_point.*channel 0"):
+            function(a, b, **args)
+    with pytest.raises(OverflowError, match="shifted sum plus out_zero_point.*channel 0"):
+        torch_ops.residual_add(torch.from_numpy(a), torch.from_numpy(b), **args)
