@@ -181,6 +181,19 @@ class SymmetricChannelWeights:
         return quantized.codes.to(torch.int64), quantized.scales.to(torch.float64)
 
 
+class SymmetricTensorWeights(SymmetricChannelWeights):
+    """Signed symmetric per tensor: one scale ``max|W| / qmax`` for every output channel (stored per channel, all
+    equal, so the integer side is the per-channel one)."""
+
+    def quantize(self, weight: torch.Tensor):
+        from intsim.quant.qparams import symmetric_weight_qparams
+
+        flat = weight.detach().to(torch.float64).reshape(1, -1)
+        quantized = symmetric_weight_qparams(flat, self.bits)
+        scales = quantized.scales.to(torch.float64).expand(weight.shape[0]).clone()
+        return quantized.codes.to(torch.int64).reshape(weight.shape), scales
+
+
 # ------------------------------------------------------------------------------------------ softmax
 class SoftmaxQuantizer:
     """Attention probabilities: a float view (calibration, fast mode) and the integer softmax that makes the codes
@@ -321,6 +334,8 @@ def unregister_quantizer(name: str) -> None:
 for _entry in (
     QuantizerKind("symmetric_channel", SymmetricChannelWeights, ("weights",), (2, 8),
                   "signed symmetric per output channel"),
+    QuantizerKind("symmetric_tensor", SymmetricTensorWeights, ("weights",), (2, 8),
+                  "signed symmetric, one scale per tensor"),
     QuantizerKind("uniform", UniformQuantizer, _ACTIVATIONS, (2, 16), "unsigned asymmetric per tensor"),
     QuantizerKind("ptf", PtfQuantizer, ("residual", "gelu_input", "post_gelu"), (2, 16),
                   "per-channel power-of-two factors of one base scale (FQ-ViT's PTF)"),

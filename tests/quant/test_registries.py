@@ -162,3 +162,12 @@ def test_from_program_reads_the_programs_own_weight_codes(pixels):
     rebuilt = QuantViT.from_program(model, program.validate())
     np.testing.assert_array_equal(rebuilt.weights["head"].codes.numpy(), moved)
     assert (rebuilt.weights["head"].float_codes().numpy() != moved).all()
+
+
+def test_per_tensor_weights_share_one_scale_per_layer(pixels):
+    config = validate_config(replace(CONFIGS["fqvit-w8a8a8"], name="tensor-w", weights=Point("symmetric_tensor", 8)))
+    _, program = _program(config, pixels)
+    for name, spec in program.tensors.items():
+        if name.endswith(".weight"):
+            assert len(set(spec.scale)) == 1, name
+            assert int(np.abs(program.constants[name].astype(np.int64)).max()) == 127, name
