@@ -9,11 +9,11 @@ one ``ProgramError`` line, which ``intsim.cli.main`` prints with status 2.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
+
+from intsim.atomic import write_atomically
 
 __all__ = ["check_output", "load_program_argument", "write_json"]
 
@@ -22,17 +22,7 @@ def write_json(path: str | None, payload: dict) -> None:
     """Write ``payload`` as indented, key-sorted JSON to ``path`` atomically (nothing for no path); print it."""
     if not path:
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    path = write_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     print(f"wrote {path}")
 
 

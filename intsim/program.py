@@ -35,7 +35,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -293,8 +292,10 @@ def _view(name: str, spec: TensorSpec, shape: tuple, bounds) -> OperandView:
 # ------------------------------------------------------------------------------------------------ file
 def save_program(program: Program, path: str | os.PathLike) -> Path:
     """Validate ``program`` and write it, with its checksums, to one safetensors file atomically (a failed write
-    leaves no partial file). Two saves of one Program are byte-identical."""
+    leaves no partial file; ordinary permissions). Two saves of one Program are byte-identical."""
     from safetensors.numpy import save
+
+    from intsim.atomic import write_atomically
 
     program.validate()
     path = Path(path)
@@ -304,16 +305,7 @@ def save_program(program: Program, path: str | os.PathLike) -> Path:
               f'"version":{FORMAT_VERSION}}}')
     blob = save({name: np.ascontiguousarray(array) for name, array in program.constants.items()},
                 metadata={"intsim": header})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(blob)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, blob)
 
 
 def _record(cls, value, where: str):

@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from intsim.atomic import ordinary_permissions
+
 __all__ = ["PRESETS", "add_sweep_arguments", "expand_config_names", "results_markdown", "run_sweep",
            "run_sweep_command", "write_accuracy_plot", "write_sweep_outputs"]
 
@@ -285,6 +287,7 @@ def write_sweep_outputs(results: dict, output: str | Path) -> list[Path]:
         raise ValueError(f"--output {output} is a file; give a folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial"))
+    ordinary_permissions(staging, folder=True)  # mkdtemp makes it private; results are for sharing
     try:
         (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (staging / "results.md").write_text(results_markdown(results))

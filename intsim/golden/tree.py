@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from intsim.atomic import ordinary_permissions
 from intsim.golden.formats import FORMATS, encode, hex_digits, storage_dtype
 from intsim.golden.manifest import MANIFEST_NAME, dumps, validate_manifest
 
@@ -45,9 +46,7 @@ class TreeWriter:
                              f"overwritten: remove it or choose another folder")
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(dir=self.output.parent, prefix=f".{self.output.name}.", suffix=".partial"))
-        umask = os.umask(0)
-        os.umask(umask)
-        self.staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a golden tree is for sharing
+        ordinary_permissions(self.staging, folder=True)  # mkdtemp makes it private; a golden tree is for sharing
         self.files = 0
         self.bytes = 0
 
