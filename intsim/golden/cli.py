@@ -1,30 +1,76 @@
 """The golden-vector subcommands of ``intsim`` (registered by :func:`add_commands`)::
 
-    intsim golden PROGRAM [--data DIR|IMAGE ...] [--limit N] --output DIR [--formats npy,hex,bin]
-    intsim diff GOLDEN DUT [--json FILE]
+    intsim golden PROGRAM [--data DIR|IMAGE ...] [--limit N] --output DIR [--formats npy,hex,bin] [--max-size SIZE]
+    intsim diff GOLDEN DUT [--subset] [--verbose] [--json FILE]
     intsim report PROGRAM [--data DIR|IMAGE ...] [--limit N] [--json FILE]
     intsim vectors OP [--count N] [--seed S] [--rounding MODE] --output DIR [--formats npy,hex,bin]
 
 Without ``--data``, a Program of the embedded digits model runs on the embedded held-out digits (``golden``: the
 first one unless ``--limit`` says more). PROGRAM is read by :func:`intsim.cli_common.load_program_argument`. Errors are ``ValueError`` / ``ProgramError`` naming the file, line or
-option; ``intsim.cli.main`` prints them as one line and exits with status 2.
+option; ``intsim.cli.main`` prints them as one line and exits with status 2. Outputs are checked (creatable,
+writable, not an existing tree) before any long work. A closed stdout (``intsim diff A B | head -1``) stops the
+printing quietly: the command still finishes (``--json`` is written) and exits with its verdict's status.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
 __all__ = ["add_commands", "load_images"]
 
 
-def load_images(program, data: list[str] | None, limit: int | None, *, default_limit: int | None = None):
-    """``(source name, uint8 pixels (3, H, W))`` of the images to run, preprocessed as the Program's metadata says.
+def _silence_stdout() -> None:
+    """stdout was closed by its reader: send whatever is still printed (or buffered) to devnull."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured): nothing to redirect
+        pass
 
-    ``data``: image files and/or folders (searched recursively, sorted); a file's source name is the path as
-    given, a folder image's its path relative to the folder. ``None``: the embedded held-out digits, for a Program
-    of the embedded model only.
-    """
+
+def _say(text: str = "") -> None:
+    """Print and flush ``text``; a reader that closed the pipe ends the printing, not the command."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _write_json(path, payload) -> None:
+    from intsim.cli_common import write_json
+
+    try:
+        write_json(path, payload)  # writes the file, then prints "wrote PATH"
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _check_json_output(path: str | None) -> None:
+    """``--json FILE`` refused before any work: a folder, or a file that cannot be created (its nearest existing
+    parent folder is not writable, or is a file)."""
+    from intsim.cli_common import check_output
+
+    check_output(path, "--json")
+    if path:
+        parent = Path(path).absolute().parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent  # missing folders are created when the file is written
+        if not parent.is_dir():
+            raise ValueError(f"--json {path}: cannot create it, {parent} is not a folder; choose another --json")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"--json {path}: cannot create it, folder {parent} is not writable (permission "
+                             f"denied); choose another --json")
+
+
+def _image_sources(program, data: list[str] | None, limit: int | None, default_limit: int | None):
+    """``(source name, path or embedded pixels)`` of the images to run, nothing decoded yet."""
     import numpy as np
 
     (input_name,) = program.input_names
@@ -38,7 +84,7 @@ def load_images(program, data: list[str] | None, limit: int | None, *, default_l
                              f"are {tuple(images.shape[1:])}")
         count = limit or default_limit or len(images)
         return [(f"intsim-digits held-out image {index}", np.asarray(images[index])) for index in range(count)]
-    from intsim.data import Preprocess, list_images, load_image
+    from intsim.data import list_images
 
     named = []
     for argument in data:
@@ -49,50 +95,73 @@ def load_images(program, data: list[str] | None, limit: int | None, *, default_l
             named.append((argument, path))
         else:
             raise ValueError(f"--data {argument}: no such image file or folder")
+    return named[:limit]
+
+
+def _decode(program, sources):
+    from intsim.data import Preprocess, load_image
+
+    if not sources or not isinstance(sources[0][1], Path):
+        return sources
     preprocess = Preprocess.from_config(program.metadata["preprocess"])
-    return [(name, load_image(path, preprocess)) for name, path in named[:limit]]
+    return [(name, load_image(path, preprocess)) for name, path in sources]
+
+
+def load_images(program, data: list[str] | None, limit: int | None, *, default_limit: int | None = None):
+    """``(source name, uint8 pixels (3, H, W))`` of the images to run, preprocessed as the Program's metadata says.
+
+    ``data``: image files and/or folders (searched recursively, sorted); a file's source name is the path as
+    given, a folder image's its path relative to the folder. ``None``: the embedded held-out digits, for a Program
+    of the embedded model only.
+    """
+    return _decode(program, _image_sources(program, data, limit, default_limit))
 
 
 def _golden(args) -> int:
     from intsim.cli_common import load_program_argument
     from intsim.golden.formats import parse_formats
-    from intsim.golden.writer import write_golden
+    from intsim.golden.tree import check_output_folder
+    from intsim.golden.writer import check_golden_size, parse_size, write_golden
 
     formats = parse_formats(args.formats)
+    max_bytes = parse_size(args.max_size, "--max-size")
+    check_output_folder(args.output)  # at once, not after the work
     program = load_program_argument(args)
-    images = load_images(program, args.data, args.limit, default_limit=1)
+    sources = _image_sources(program, args.data, args.limit, 1)
+    if sources:
+        check_golden_size(program, len(sources), formats, max_bytes, output=args.output)
+    images = _decode(program, sources)
     start = time.perf_counter()
     tree = write_golden(program, images, args.output, formats=formats)
-    print(f"wrote {args.output}: {len(images)} image(s), {len(program.ops)} ops, {tree.files} files, "
-          f"{tree.bytes / 2**20:.1f} MiB in {time.perf_counter() - start:.1f} s; Program sha256 {program.sha256()[:16]}")
+    _say(f"wrote {args.output}: {len(images)} image(s), {len(program.ops)} ops, {tree.files} files, "
+         f"{tree.bytes / 2**20:.1f} MiB in {time.perf_counter() - start:.1f} s; Program sha256 {program.sha256()[:16]}")
     return 0
 
 
 def _diff(args) -> int:
-    from intsim.cli_common import check_output, write_json
-    from intsim.golden.diff import diff_trees, format_table
+    from intsim.golden.diff import diff_trees, format_table, verdict_status
 
-    check_output(args.json, "--json")
-    result = diff_trees(args.golden, args.dut)
-    print(format_table(result))
-    write_json(args.json, result)
-    return 0 if result["first_mismatch"] is None else 1
+    _check_json_output(args.json)
+    result = diff_trees(args.golden, args.dut, subset=args.subset)
+    _say(format_table(result, verbose=args.verbose))
+    _write_json(args.json, result)
+    return verdict_status(result)
 
 
 def _report(args) -> int:
     import numpy as np
 
-    from intsim.cli_common import check_output, load_program_argument, write_json
+    from intsim.cli_common import load_program_argument
     from intsim.golden.report import AccumulatorReport, format_report
 
-    check_output(args.json, "--json")
+    _check_json_output(args.json)
     program = load_program_argument(args)
     images = load_images(program, args.data, args.limit)
     batches = [np.stack([pixels for _, pixels in images[i : i + args.batch_size]])
                for i in range(0, len(images), args.batch_size)]
     result = AccumulatorReport(program).run(batches)
-    print(format_report(result))
-    write_json(args.json, result)
+    _say(format_report(result))
+    _write_json(args.json, result)
     return 0
 
 
@@ -102,7 +171,7 @@ def _vectors(args) -> int:
 
     tree = write_vectors(args.op, args.output, count=args.count, seed=args.seed, rounding=args.rounding,
                          formats=parse_formats(args.formats))
-    print(f"wrote {args.output}: {args.op} vectors, {tree.files} files, {tree.bytes / 2**10:.1f} KiB")
+    _say(f"wrote {args.output}: {args.op} vectors, {tree.files} files, {tree.bytes / 2**10:.1f} KiB")
     return 0
 
 
@@ -117,12 +186,19 @@ def add_commands(commands) -> None:
     golden.add_argument("--limit", type=int, help="use only the first N images (default: all; embedded: 1)")
     golden.add_argument("-o", "--output", required=True, help="folder to create (must not exist, or be empty)")
     golden.add_argument("--formats", default="npy,hex,bin", help=formats_help)
+    golden.add_argument("--max-size", default="2G", metavar="SIZE",
+                        help="refuse, before writing, a tree estimated above SIZE (e.g. 500M, 20G; K/M/G/T = powers "
+                             "of 1024; 'none': no limit; default 2G)")
     golden.set_defaults(handler=_golden)
 
     diff = commands.add_parser("diff", help="compare a DUT dump with a golden tree; name the first differing op "
-                                            "(exit 0: all agree, 1: differ, 2: bad input)")
+                                            "(exit 0: all agree, 1: differ or incomplete, 2: bad input)")
     diff.add_argument("golden", help="golden tree (written by intsim golden or intsim vectors)")
-    diff.add_argument("dut", help="DUT tree of the same layout, any subset of the files, npy / hex / bin")
+    diff.add_argument("dut", help="DUT tree of the same layout: every golden tensor in npy, hex or bin (see --subset)")
+    diff.add_argument("--subset", action="store_true",
+                      help="compare only the files the DUT holds (default: a golden tensor missing from the DUT "
+                           "makes exit 1); the skipped are counted")
+    diff.add_argument("-v", "--verbose", action="store_true", help="one line per compared file, not per op")
     diff.add_argument("--json", help="write the comparison as JSON")
     diff.set_defaults(handler=_diff)
 

@@ -31,7 +31,7 @@ import numpy as np
 from intsim.golden.cases import SUITES, Case, takes_rounding
 from intsim.golden.formats import FORMATS, read_tensor
 from intsim.golden.manifest import read_manifest
-from intsim.golden.tree import TreeWriter, tensor_record
+from intsim.golden.tree import TreeWriter, check_output_folder, tensor_record
 from intsim.golden.writer import golden_manifest_base, op_entry
 from intsim.ops import OPS, IExpConstants, IGeluConstants
 from intsim.ops.rounding import ROUNDING_MODES
@@ -115,6 +115,7 @@ def write_vectors(op: str, output, *, count: int = 8, seed: int = 0, rounding: s
 
     rounding = _suite_rounding(op, rounding)
     cases = build_cases(op, count, seed, rounding)
+    check_output_folder(output)  # before the outputs are computed
     suite = SUITES[op]
     outputs = [_computed_output(op, case) for case in tqdm(cases, desc=f"vectors {op}", unit="case",
                                                            disable=not progress)]

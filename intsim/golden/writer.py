@@ -19,17 +19,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import io
+import re
+
 import numpy as np
 
 import intsim
-from intsim.golden.formats import FORMAT_LAYOUT, FORMATS
+from intsim.golden.formats import FORMAT_LAYOUT, FORMATS, hex_digits, storage_dtype
 from intsim.golden.manifest import SCHEMA_VERSION, input_roles, output_roles
 from intsim.golden.tree import TreeWriter, tensor_record
 from intsim.kinds.registry import get_op_kind
 from intsim.program import Program
 
-__all__ = ["INLINE_PARAM_LIMIT", "GOLDEN_LAYOUT", "LAYOUT_RULES", "golden_manifest_base", "op_entry", "op_function",
-           "write_golden"]
+__all__ = ["DEFAULT_MAX_BYTES", "INLINE_PARAM_LIMIT", "GOLDEN_LAYOUT", "LAYOUT_RULES", "check_golden_size",
+           "estimate_golden_bytes", "format_size", "golden_manifest_base", "op_entry", "op_function", "parse_size",
+           "tensor_shapes", "write_golden"]
+
+DEFAULT_MAX_BYTES = 2 * 2**30  # intsim golden refuses a tree estimated above this (--max-size) before writing
 
 INLINE_PARAM_LIMIT = 4096  # vector params (rank <= 1) up to this many elements are also written into the manifest
 LAYOUT_RULES = {  # recorded in every manifest's "layout" (with the formats' rules), so a tree explains itself
@@ -63,6 +69,107 @@ def _first_steps(program: Program) -> dict[str, int]:
         for name in op.outputs:
             steps[name] = index
     return steps
+
+
+def tensor_shapes(program: Program) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of one golden file (batch axis dropped), for every tensor the Program reads or writes,
+    from the declared shapes and each op kind's schema (no op is run)."""
+    from intsim.kinds.registry import check_op
+    from intsim.op_schema import OperandView
+
+    shapes, bounds = {}, {}
+    for name in program.input_names:
+        shapes[name] = (None, *program.tensors[name].shape)
+    for name, array in program.constants.items():
+        array = np.asarray(array)
+        shapes[name] = tuple(array.shape)
+        bounds[name] = (int(array.min()), int(array.max())) if array.size else (0, 0)
+
+    def view(name, shape, bound):
+        spec = program.tensors[name]
+        return OperandView(name, shape, int(spec.bits), bool(spec.signed), int(spec.zero_point), bound)
+
+    for op in program.ops:
+        written = check_op(op.kind, op.attrs, [view(n, shapes[n], bounds.get(n)) for n in op.inputs],
+                           [n in bounds for n in op.inputs], [view(n, (), None) for n in op.outputs])
+        for name, shape in zip(op.outputs, written):
+            shapes[name] = tuple(shape)
+    return {name: tuple(int(side) for side in (shape[1:] if shape and shape[0] is None else shape))
+            for name, shape in shapes.items()}
+
+
+def _file_bytes(shape, bits: int, signed: bool, fmt: str) -> int:
+    """The size of one tensor file as :func:`intsim.golden.formats.encode` writes it."""
+    count = int(np.prod(shape, dtype=np.int64))
+    dtype = storage_dtype(bits, signed)
+    if fmt == "hex":
+        return count * (hex_digits(bits) + 1)
+    if fmt == "bin":
+        return count * dtype.itemsize
+    header = np.lib.format.header_data_from_array_1_0(np.empty(0, dtype))
+    header["shape"] = tuple(shape)
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return len(buffer.getvalue()) + count * dtype.itemsize
+
+
+def estimate_golden_bytes(program: Program, images: int, formats=FORMATS) -> dict:
+    """What :func:`write_golden` of ``images`` images in ``formats`` writes, before writing it: ``per_image`` and
+    ``params`` (the tensor files' exact bytes), ``manifest`` (an estimate) and ``total``."""
+    shapes = tensor_shapes(program)
+    per_tensor = {name: sum(_file_bytes(shapes[name], program.tensors[name].bits, program.tensors[name].signed, fmt)
+                            for fmt in formats) for name in shapes}
+    params = sum(per_tensor[name] for name in program.constants)
+    per_image = sum(size for name, size in per_tensor.items() if name not in program.constants)
+    per_image_tensors = len(per_tensor) - len(program.constants)
+    manifest = (4096 + 40 * sum(np.size(array) for array in program.constants.values() if np.ndim(array) <= 1)
+                + (200 * len(formats) + 100) * len(per_tensor) + 80 * len(formats) * per_image_tensors * images)
+    total = params + per_image * images + int(manifest)
+    return {"images": int(images), "per_image": int(per_image), "params": int(params), "manifest": int(manifest),
+            "total": int(total)}
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str, option: str = "--max-size") -> int | None:
+    """``"2G"``, ``"500M"``, ``"1.5GiB"``, ``"123456"`` (bytes; K/M/G/T are powers of 1024) -> bytes; ``"none"``:
+    no limit (None). ``ValueError`` naming ``option`` otherwise."""
+    if text.strip().lower() in ("none", "inf", "unlimited"):
+        return None
+    match = _SIZE.fullmatch(text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"{option} {text!r}: expected a size such as 500M, 2G or 1.5GiB (K/M/G/T = powers of "
+                         f"1024, plain number = bytes), or 'none' for no limit")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_size(size: int) -> str:
+    """Bytes as ``"1.5 GiB"``, ``"812.0 MiB"``, ``"3.2 KiB"`` or ``"512 bytes"``."""
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def check_golden_size(program: Program, images: int, formats=FORMATS, max_bytes: int | None = DEFAULT_MAX_BYTES,
+                      *, output=None) -> dict:
+    """:func:`estimate_golden_bytes`; ``ValueError`` (one line: the size, the image count, ``--limit`` and
+    ``--max-size``) when the total is above ``max_bytes`` (None: no limit)."""
+    estimate = estimate_golden_bytes(program, images, formats)
+    if max_bytes is not None and estimate["total"] > max_bytes:
+        fit = max(0, (max_bytes - estimate["params"] - estimate["manifest"] // max(images, 1))
+                  // max(estimate["per_image"] + estimate["manifest"] // max(images, 1), 1))
+        where = f"--output {output}" if output is not None else "the golden tree"
+        raise ValueError(f"{where} would hold about {format_size(estimate['total'])} ({images} images x "
+                         f"{format_size(estimate['per_image'])} + {format_size(estimate['params'])} of params, formats "
+                         f"{','.join(formats)}), above --max-size {format_size(max_bytes)}; give "
+                         + (f"--limit N (about {fit} images fit)" if fit else "--limit N (not even 1 image fits)")
+                         + f", fewer --formats, or a larger --max-size (e.g. --max-size "
+                         f"{-(-estimate['total'] // 2**30)}G, or none)")
+    return estimate
 
 
 def op_function(kind: str, attrs: dict | None = None) -> str | None:
