@@ -37,9 +37,11 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LabelledImages",
     "Preprocess",
+    "SUPPORTED_MODES",
     "list_images",
     "load_batches",
     "load_image",
+    "to_rgb",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -78,7 +80,7 @@ class Preprocess:
 
     Algorithm of :meth:`__call__` (timm 1.0 ``transforms_imagenet_eval`` with torchvision 0.2x on PIL):
 
-    1. convert to RGB (as timm's dataset readers do);
+    1. convert to 8-bit RGB with :func:`to_rgb` (as timm's dataset readers do for 8-bit modes);
     2. ``scale = (floor(H / crop_pct), floor(W / crop_pct))``;
     3. center: if ``scale`` is square, resize the shorter side to ``scale[0]`` and the longer one to
        ``int(scale[0] * long / short)`` (truncated); otherwise resize to ``round(side / r)`` with
@@ -176,7 +178,7 @@ class Preprocess:
         if not isinstance(image, Image.Image):
             raise TypeError(f"Preprocess: expected a PIL.Image.Image, got {type(image).__name__}")
         if image.mode != "RGB":
-            image = image.convert("RGB")
+            image = to_rgb(image)
         height, width = image.height, image.width
         new_h, new_w = self.resized_size(height, width)
         if (new_h, new_w) != (height, width):
@@ -270,10 +272,13 @@ class LabelledImages:
         Empty class folders keep their index. ``class_names`` are the subfolder names.
 
     Entries are sorted by path (relative to ``images/`` or the folder); ``limit`` keeps the first
-    ``limit`` of them. Every error is a ``ValueError`` naming the folder or file.
+    ``limit`` of them. ``num_classes`` (the model's class count; ``None``: not checked) refuses, before any
+    image is decoded, a label outside ``[0, num_classes)`` in any row of ``labels.csv`` or a class folder
+    beyond the model's classes (see :meth:`check_labels`). Every error is a ``ValueError`` naming the
+    folder or file.
     """
 
-    def __init__(self, folder: str | Path, limit: int | None = None) -> None:
+    def __init__(self, folder: str | Path, limit: int | None = None, *, num_classes: int | None = None) -> None:
         root = Path(folder)
         if not root.is_dir():
             raise ValueError(f"labelled image folder {root} does not exist or is not a folder")
@@ -282,19 +287,49 @@ class LabelledImages:
         self.root = root
         if (root / "labels.csv").is_file():
             self.layout = "labels.csv"
-            paths, labels = self._read_csv(root)
+            paths, labels, self._lines = self._read_csv(root)
             self.class_names: tuple[str, ...] | None = None
         else:
             self.layout = "imagefolder"
             paths, labels, self.class_names = self._read_imagefolder(root)
+            self._lines = None
+        if num_classes is not None:
+            self._check(paths, labels, num_classes)  # every row, also those beyond ``limit``: the file is wrong
         if limit is not None:
             paths, labels = paths[: int(limit)], labels[: int(limit)]
         self.paths: tuple[Path, ...] = tuple(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.labels.setflags(write=False)
 
+    def check_labels(self, num_classes: int) -> None:
+        """Raise ``ValueError`` naming the file (``labels.csv`` and row, or the class folder), the label and the
+        allowed range if a label of this folder is outside ``[0, num_classes)``."""
+        self._check(self.paths, self.labels, num_classes)
+
+    def _check(self, paths: Sequence[Path], labels: Sequence[int], num_classes: int) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise ValueError(f"LabelledImages: num_classes must be a positive int, got {num_classes!r}")
+        bad = [i for i, label in enumerate(labels) if not 0 <= int(label) < num_classes]
+        if not bad:
+            return
+        i = bad[0]
+        more = f" ({len(bad)} rows in all)" if len(bad) > 1 else ""
+        allowed = f"allowed 0..{num_classes - 1} (the model has {num_classes} classes)"
+        if self._lines is not None:
+            name = str(paths[i].relative_to(self.root))
+            raise ValueError(
+                f"{self.root / 'labels.csv'}, line {self._lines[i]}: file {name!r} has label {int(labels[i])}, "
+                f"{allowed}{more}; give labels of this model's classes or the matching --model"
+            )
+        folder = paths[i].relative_to(self.root).parts[0]
+        raise ValueError(
+            f"{self.root}: class folder {folder!r} (e.g. file {paths[i].name!r}) gets label {int(labels[i])} "
+            f"(class folders are indexed in sorted order), {allowed}{more}; "
+            f"keep one folder per class of this model"
+        )
+
     @staticmethod
-    def _read_csv(root: Path) -> tuple[list[Path], list[int]]:
+    def _read_csv(root: Path) -> tuple[list[Path], list[int], list[int]]:
         csv_path = root / "labels.csv"
         try:
             with open(csv_path, newline="", encoding="utf-8") as handle:
@@ -305,7 +340,7 @@ class LabelledImages:
         if "file" not in header or "label" not in header:
             raise ValueError(f"{csv_path}: first line must be the header 'file,label', got {','.join(header)!r}")
         i_file, i_label = header.index("file"), header.index("label")
-        entries: dict[str, tuple[Path, int]] = {}
+        entries: dict[str, tuple[Path, int, int]] = {}
         missing: list[str] = []
         for line, row in enumerate(rows[1:], start=2):
             if not row or all(not c.strip() for c in row):
@@ -325,7 +360,7 @@ class LabelledImages:
                 raise ValueError(f"{csv_path}, line {line}: file {name!r} is listed twice")
             for candidate in (root / "images" / name, root / name):
                 if candidate.is_file():
-                    entries[name] = (candidate, label)
+                    entries[name] = (candidate, label, line)
                     break
             else:
                 missing.append(name)
@@ -335,7 +370,7 @@ class LabelledImages:
         if not entries:
             raise ValueError(f"{csv_path} lists no images")
         order = sorted(entries, key=lambda n: Path(n).parts)
-        return [entries[n][0] for n in order], [entries[n][1] for n in order]
+        return [entries[n][0] for n in order], [entries[n][1] for n in order], [entries[n][2] for n in order]
 
     @staticmethod
     def _read_imagefolder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
@@ -373,21 +408,86 @@ class LabelledImages:
 
 
 # --------------------------------------------------------------------- decoding
+# Modes whose colour channels Pillow's ``convert("RGB")`` maps correctly to 8-bit RGB (alpha dropped).
+_CONVERT_MODES = ("1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+_UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+SUPPORTED_MODES: tuple[str, ...] = _CONVERT_MODES + _UINT16_MODES + ("I",)
+
+
+def _integer_range(image: Image.Image) -> tuple[int, int]:
+    """The full sample range ``(lo, hi)`` of an integer-mode image (see :func:`to_rgb`)."""
+    if image.mode in _UINT16_MODES:
+        return 0, 65535
+    # mode "I" (int32 in memory) also holds 16-bit samples: PGM/PPM (Pillow rescales maxval to 65535),
+    # 16-bit PNG in older Pillow, 16-bit signed TIFF.
+    if image.format in ("PPM", "PNG"):
+        return 0, 65535
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258) if hasattr(image, "tag_v2") else None
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        if bits == 16:
+            return -32768, 32767
+    return -(2**31), 2**31 - 1
+
+
+def to_rgb(image: Image.Image, source: str | Path = "image") -> Image.Image:
+    """An 8-bit ``RGB`` copy of ``image`` (``source`` names it in errors); the one colour conversion of intsim.
+
+    - ``1, L, P, RGB, RGBX, CMYK, YCbCr, LAB, HSV``: Pillow's ``convert("RGB")`` (as timm's readers do).
+    - Alpha (``RGBA, LA, PA``, ``P`` with a transparent colour): the alpha channel is **dropped**, the stored
+      colour kept (what timm/torchvision's ``convert("RGB")`` does, so the float model sees timm's pixels);
+      no compositing on a background.
+    - 16-bit integer (``I;16, I;16L, I;16B, I;16N``): scaled by the full range, ``v -> round(v * 255 / 65535)``.
+    - ``I`` (32-bit signed in memory): scaled by the full range of the file's samples,
+      ``v -> round((v - lo) * 255 / (hi - lo))``: 0..65535 for PGM/PPM and PNG (16-bit samples), -32768..32767
+      for a 16-bit TIFF, else the int32 range; the gray value is replicated to R, G, B.
+    - ``F`` (32-bit float) is refused: it has no defined range (0..1, 0..255 and HDR are all common), so any
+      mapping would guess. Other modes are refused too.
+
+    16-bit-per-channel RGB(A) PNGs are decoded by Pillow itself to 8-bit ``RGB(A)`` (high byte), before this.
+    Raises ``ValueError`` naming ``source``, the mode and the supported modes.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _CONVERT_MODES:
+        return image.convert("RGB")
+    if mode in _UINT16_MODES or mode == "I":
+        lo, hi = _integer_range(image)
+        values = np.asarray(image).astype(np.int64)
+        values = np.clip(values, lo, hi) - lo
+        span = hi - lo
+        gray = ((values * 510 + span) // (2 * span)).astype(np.uint8)  # round(v * 255 / span), no ties occur
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    raise _unsupported_mode(mode, source)
+
+
+def _unsupported_mode(mode: str, source: str | Path) -> ValueError:
+    what = "Pillow mode F (32-bit float) has no defined range (0..1? 0..255? HDR?)" if mode == "F" else (
+        f"Pillow mode {mode!r} cannot be converted to RGB correctly")
+    return ValueError(f"image {source}: {what}; supported modes: {', '.join(SUPPORTED_MODES)}; "
+                      f"save it as 8-bit RGB or grayscale, or 16-bit grayscale PNG")
+
+
 def load_image(path: str | Path, preprocess: Preprocess) -> np.ndarray:
-    """Decode one image file and preprocess it: uint8 ``(3, H, W)``.
+    """Decode one image file, convert it to 8-bit RGB with :func:`to_rgb` and preprocess it: uint8 ``(3, H, W)``.
 
     Raises ``ValueError`` naming the file and Pillow's reason when it is missing or cannot be decoded
-    (unknown format, truncated or corrupt data, decompression bomb).
+    (unknown format, truncated or corrupt data, decompression bomb), or naming the file and its mode when the
+    mode cannot be converted correctly (``F`` and modes outside :data:`SUPPORTED_MODES`; see :func:`to_rgb`).
     """
     path = Path(path)
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = image.convert("RGB")
+            mode = image.mode
+            rgb = to_rgb(image, path) if mode in SUPPORTED_MODES else None
     except FileNotFoundError as exc:
         raise ValueError(f"image file {path} does not exist") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
+    if rgb is None:
+        raise _unsupported_mode(mode, path)
     return preprocess(rgb)
 
 

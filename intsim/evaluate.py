@@ -9,6 +9,7 @@ Top-1/top-5 are percentages; argmax ties go to the lowest class index (numpy/tor
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -17,7 +18,8 @@ import numpy as np
 from intsim.program import Program
 
 __all__ = ["Batch", "CheckResult", "calibrate", "calibration_batches", "check_program", "evaluate", "float_logits",
-           "labelled_batches", "load_float_model", "model_mismatch", "quantize"]
+           "check_batch_labels", "labelled_batches", "load_float_model", "model_mismatch", "program_num_classes",
+           "quantize", "ModelWeightsWarning", "PreprocessingNote"]
 
 EMBEDDED = "intsim-digits"
 
@@ -26,6 +28,30 @@ EMBEDDED = "intsim-digits"
 class Batch:
     pixels: np.ndarray  # uint8 (B, 3, H, W)
     labels: np.ndarray | None  # int64 (B,)
+    paths: tuple | None = None  # the image files (named in errors), or None for the embedded images
+
+
+def program_num_classes(program: Program) -> int | None:
+    """The number of classes of ``program``: its ``class_names`` metadata, else the logits width, else ``None``."""
+    names = program.metadata.get("class_names")
+    if names:
+        return len(names)
+    (output,) = program.output_names
+    shape = program.tensors[output].shape
+    return int(shape[-1]) if shape and isinstance(shape[-1], int) else None
+
+
+def check_batch_labels(batches, num_classes: int, source: str = "the labels") -> None:
+    """Raise ``ValueError`` (one line) if a label of ``batches`` is outside ``[0, num_classes)``, naming the image."""
+    for batch in batches:
+        if batch.labels is None:
+            continue
+        bad = np.flatnonzero((batch.labels < 0) | (batch.labels >= num_classes))
+        if bad.size:
+            i = int(bad[0])
+            where = f"image {batch.paths[i]}" if batch.paths is not None else f"{source}, image {i} of a batch"
+            raise ValueError(f"{where} has label {int(batch.labels[i])}, allowed 0..{num_classes - 1} "
+                             f"(the model has {num_classes} classes); give labels of this model's classes")
 
 
 def load_float_model(model_name: str | None, weights: str | None):
@@ -43,7 +69,96 @@ def load_float_model(model_name: str | None, weights: str | None):
     from intsim.models import load_timm_model
 
     model = load_timm_model(model_name, weights)
-    return model, Preprocess.from_timm_model(model), _class_names(model.num_classes), model_name
+    preprocess = Preprocess.from_timm_model(model)
+    _report_preprocessing(model_name, weights, model, preprocess)
+    return model, preprocess, _class_names(model.num_classes), model_name
+
+
+class ModelWeightsWarning(UserWarning):
+    """The weights file (its name or safetensors metadata) names another timm model or pretrained tag than ``--model``:
+    same shapes, but the weights were probably trained with another preprocessing."""
+
+
+class PreprocessingNote(UserWarning):
+    """The one line, issued by every :func:`load_float_model` of a timm model, naming the preprocessing applied."""
+
+
+def _describe(preprocess) -> str:
+    numbers = lambda values: "(" + ", ".join(f"{v:g}" for v in values) + ")"  # noqa: E731
+    height, width = preprocess.input_size
+    return (f"mean {numbers(preprocess.mean)}, std {numbers(preprocess.std)}, interpolation {preprocess.interpolation}, "
+            f"crop_pct {preprocess.crop_pct:g}, crop_mode {preprocess.crop_mode}, input size {height}x{width}")
+
+
+def _named_model(text: str) -> tuple[str, str | None] | None:
+    """``(architecture, tag or None)`` if ``text`` (a file stem or metadata value) names a timm model, else None."""
+    import timm
+
+    arch, _, tag = text.strip().partition(".")
+    for candidate in (arch, arch.split("-")[0]):  # also timm's old "name-hash.pth" downloads
+        if candidate and timm.is_model(candidate):
+            return candidate, (tag or None) if candidate == arch else None
+    return None
+
+
+def _weights_claims(weights) -> list[tuple[str, str, str | None]]:
+    """``(where, architecture, tag)`` for each model the weights file names: its file name, its safetensors metadata."""
+    from pathlib import Path
+
+    path = Path(weights)
+    claims = []
+    named = _named_model(path.name[: -len(path.suffix)] if path.suffix else path.name)
+    if named:
+        claims.append(("its file name", *named))
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except Exception:  # noqa: BLE001 - the file was just loaded; metadata is only a hint
+            metadata = {}
+        for key, value in sorted(metadata.items()):
+            if isinstance(value, str) and any(word in key.lower() for word in ("arch", "model", "name")):
+                named = _named_model(value)
+                if named:
+                    claims.append((f"its metadata {key}={value!r}", *named))
+    return claims
+
+
+def _report_preprocessing(model_name: str, weights, model, preprocess) -> None:
+    """One line on stderr (a warning): :class:`ModelWeightsWarning` if the weights name another model or pretrained
+    tag (with the preprocessing applied and, when timm knows it, the weights' own), else :class:`PreprocessingNote`."""
+    import warnings
+
+    arch, _, given_tag = model_name.partition(".")
+    model_tag = given_tag or (getattr(model, "pretrained_cfg", None) or {}).get("tag")
+    applied = _describe(preprocess)
+    for where, claimed, tag in _weights_claims(weights):
+        if claimed == arch and (tag is None or model_tag is None or tag == model_tag):
+            continue
+        theirs = ""
+        try:
+            from timm.models import get_pretrained_cfg
+
+            from intsim.data import Preprocess
+
+            cfg = get_pretrained_cfg(f"{claimed}.{tag}" if tag else claimed)
+            if cfg is not None:
+                own = _describe(Preprocess.from_config(cfg.to_dict()))
+                theirs = f"; the weights' own ({claimed}{'.' + tag if tag else ''}): {own}" if own != applied else (
+                    "; the weights' own preprocessing is the same")
+        except Exception:  # noqa: BLE001 - an unknown tag: nothing to compare
+            pass
+        named = f"{claimed}.{tag}" if tag else claimed
+        default_tag = f" (pretrained tag {model_tag})" if model_tag and not given_tag else ""
+        message = (f"weights file {weights} names model {named!r} ({where}) but --model is {model_name!r}"
+                   f"{default_tag}: applying the preprocessing of "
+                   f"{model_name}: {applied}{theirs}; give the --model the weights were trained as")
+        warnings.warn_explicit(message, ModelWeightsWarning, filename="intsim", lineno=0)
+        return
+    warnings.warn_explicit(f"model {model_name} with weights {weights}: preprocessing {applied}",
+                           PreprocessingNote, filename="intsim", lineno=0)
 
 
 def _class_names(count: int) -> list[str]:
@@ -76,19 +191,30 @@ def calibration_batches(calib: str | None, preprocess, *, batch_size: int, worke
     return [np.asarray(b) for b in load_batches(paths, preprocess, batch_size=batch_size, workers=workers, progress=True)]
 
 
-def labelled_batches(data: str | None, preprocess, *, limit: int | None, batch_size: int, workers: int):
-    """:class:`Batch` list of a labelled folder (or the embedded held-out digits)."""
+def labelled_batches(data: str | None, preprocess, *, limit: int | None, batch_size: int, workers: int,
+                     num_classes: int | None = None):
+    """:class:`Batch` list of a labelled folder (or the embedded held-out digits).
+
+    ``num_classes`` (the model's class count, e.g. ``len(class_names)`` of :func:`load_float_model` or
+    :func:`program_num_classes`): a label outside ``[0, num_classes)`` raises ``ValueError`` naming the file, the
+    row and the allowed range, before any image is decoded. ``None`` (default): not checked here
+    (:func:`evaluate` still checks against the Program's classes before it runs a model).
+    """
     if data is None:
         from intsim.models.digits import digits_heldout
 
         images, labels = digits_heldout()
         images, labels = images[:limit], labels[:limit]
-        return [Batch(np.array(i), np.array(l)) for i, l in zip(_chunks(images, batch_size), _chunks(labels, batch_size))]
+        batches = [Batch(np.array(i), np.array(l)) for i, l in zip(_chunks(images, batch_size), _chunks(labels, batch_size))]
+        if num_classes is not None:
+            check_batch_labels(batches, num_classes, "the embedded held-out digits")
+        return batches
     from intsim.data import LabelledImages, load_batches
 
-    folder = LabelledImages(data, limit=limit)
+    folder = LabelledImages(data, limit=limit, num_classes=num_classes)
     pixels = load_batches(folder.paths, preprocess, batch_size=batch_size, workers=workers, progress=True)
-    return [Batch(np.asarray(p), np.array(l)) for p, l in zip(pixels, _chunks(np.asarray(folder.labels), batch_size))]
+    return [Batch(np.asarray(p), np.array(l), tuple(n)) for p, l, n in
+            zip(pixels, _chunks(np.asarray(folder.labels), batch_size), _chunks(list(folder.paths), batch_size))]
 
 
 def calibrate(model, preprocess, config, calib: str | None, *, batch_size=32, workers=2, limit=None,
@@ -112,8 +238,22 @@ def calibrate(model, preprocess, config, calib: str | None, *, batch_size=32, wo
         raise ValueError(f"calibration folder {calib} holds no images")
     qvit = QuantViT(model, config, mean=preprocess.mean, std=preprocess.std)
     with tqdm(total=len(batches), desc="calibrating", unit="batch", disable=not progress) as bar:
-        qvit.calibrate([torch.as_tensor(b) for b in batches], progress=bar)
+        qvit.calibrate([torch.as_tensor(b) for b in batches], progress=_SayWhenFull(bar))
     return qvit
+
+
+class _SayWhenFull:
+    """A tqdm bar that prints one line when it reaches its total (the quantizers are fixed after the last batch,
+    which can take a while with the bar at 100 %)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def update(self, count=1):
+        self.bar.update(count)
+        if not self.bar.disable and self.bar.n == self.bar.total:
+            self.bar.refresh()
+            self.bar.write("calibration pass done: fixing the quantizers and exporting the Program...", file=sys.stderr)
 
 
 def quantize(model_name, weights, calib, config, *, batch_size=32, workers=2, limit=None):
@@ -170,6 +310,8 @@ def evaluate(qvit, program: Program, batches, *, float_logits=None, progress=Non
     Optional: ``float_logits``, one array per batch from :func:`float_logits` (the float model is then not run);
     ``progress``, a tqdm bar advanced by the images of each batch (default: an own bar per batch);
     ``seconds``, a dict that receives the wall time spent in each of ``float``, ``fakequant`` and ``integer``.
+    A label outside the Program's classes (:func:`program_num_classes`) raises ``ValueError`` naming the image
+    before any model runs.
     """
     import time
 
@@ -185,6 +327,10 @@ def evaluate(qvit, program: Program, batches, *, float_logits=None, progress=Non
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
         return output
 
+    num_classes = program_num_classes(program)
+    if num_classes is not None:
+        batches = list(batches)
+        check_batch_labels(batches, num_classes)  # before any model runs: a wrong label is not a wrong answer
     hits = defaultdict(int)
     agree = defaultdict(int)
     images = 0

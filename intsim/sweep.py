@@ -143,7 +143,8 @@ def run_sweep(model_name: str | None, weights: str | None, calib: str | None, da
     model, preprocess, class_names, model_name = load_float_model(model_name, weights)
 
     step = time.perf_counter()
-    batches = labelled_batches(data, preprocess, limit=limit, batch_size=batch_size, workers=workers)
+    batches = labelled_batches(data, preprocess, limit=limit, batch_size=batch_size, workers=workers,
+                               num_classes=len(class_names) if class_names else None)
     calib_batches = calibration_batches(calib, preprocess, batch_size=batch_size, workers=workers, limit=calib_limit)
     timing["decode_s"] = time.perf_counter() - step
     step = time.perf_counter()
@@ -318,6 +319,9 @@ def run_sweep_command(args) -> int:
     """``intsim sweep``: 0 when every configuration was evaluated, 1 when one failed (its row says why)."""
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise ValueError(f"--output {args.output} is a file; give a folder")
+    from intsim.cli_common import check_output
+
+    check_output(str(Path(args.output) / "results.json"), "--output")  # writable, before any calibration
     names = expand_config_names(args.configs)
     results = run_sweep(args.model, args.weights, args.calib, args.data, names, limit=args.limit,
                         calib_limit=args.calib_limit, batch_size=args.batch_size, workers=args.workers)

@@ -31,8 +31,10 @@ _PROGRESS = re.compile(r"\[\d+:\d\d")  # a tqdm bar: "name:  50%|...| 1/2 [00:00
 
 
 def message_lines(err: str) -> list[str]:
-    """The stderr lines that are not progress bars (tqdm redraws with carriage returns)."""
-    return [line for line in re.split(r"[\r\n]", err) if line.strip() and not _PROGRESS.search(line)]
+    """The stderr lines that are not progress bars (tqdm redraws with carriage returns) nor notes (``intsim CMD:
+    note: ...``: which preprocessing is applied, the first-use JIT compilation)."""
+    return [line for line in re.split(r"[\r\n]", err)
+            if line.strip() and not _PROGRESS.search(line) and not re.match(r"intsim \w+: note: ", line)]
 
 
 def write_png(path: Path, pixels: np.ndarray) -> Path:
@@ -65,7 +67,9 @@ def deit_tiny_weights(tmp_path_factory) -> Path:
 def test_quantize_run_check_eval_on_the_embedded_model(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["quantize", "-o", "d.intsim", "-j", "0"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # the bar reaches 100 % before the quantizers are fixed: one line says what happens next
+    assert "calibration pass done: fixing the quantizers and exporting the Program..." in err
     program = load_program("d.intsim")
     assert f"sha256 {program.sha256()[:16]}" in out and "config fqvit-w8a8a4" in out
     assert program.metadata["model"] == "intsim-digits"
@@ -126,6 +130,116 @@ def test_ops_lists_every_registered_op(capsys):
     assert len(lines) == len(OPS)
     for line, spec in zip(lines, OPS):
         assert line.split()[0] == spec.name and spec.reference.__name__ in line
+
+
+def test_eval_says_what_it_ran_on_and_what_the_rows_mean(capsys):
+    assert main(["eval", "--limit", "32", "-j", "0"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == "model the embedded digits ViT, images the embedded held-out digits"
+    assert lines[1].startswith("pipeline") and "(32 images, config fqvit-w8a8a4)" in lines[1]
+    assert [line.split()[0] for line in lines[2:5]] == ["float", "fakequant", "integer"]
+    assert lines[5] == "fakequant = float32 fake-quant model (fast); integer = the Program on the integer interpreter"
+    # before the first batch: why the first run waits (numba compiles its kernels once)
+    jit = [line for line in re.split(r"[\r\n]", err) if "compile on first use" in line]
+    assert jit == ["intsim eval: note: the integer kernels (numba) compile on first use, which can take ~15 s; "
+                   "they are cached afterwards"]
+    assert err.index("compile on first use") < err.index("evaluating")
+
+
+def test_every_numeric_option_says_what_it_accepts():
+    """The help of every integer option of quantize / eval / check names the values that are accepted."""
+    import argparse
+
+    from intsim.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    expected = {"--calib-limit": "at least 1", "--limit": "at least 1", "--batch-size": "at least 1",
+                "--workers": "0:", "--wbits": "2..8", "--abits": "2..8", "--attn-bits": "uniform_softmax: 2..8"}
+    seen = set()
+    for name in ("quantize", "eval", "check"):
+        for action in commands.choices[name]._actions:
+            if action.type is int:
+                option = action.option_strings[-1]
+                assert option in expected, option
+                assert expected[option] in (action.help or ""), (name, option, action.help)
+                seen.add(option)
+    assert seen == set(expected)
+
+
+# ------------------------------------------------------------------------------- unwritable outputs
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder with mode 0555. Root may write in it anyway: then ``os.access`` is made to answer as it does for
+    any other user (the probe file is covered by its own test)."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root
+        import intsim.cli_common
+
+        real = os.access
+
+        def access(path, mode, *args, **kwargs):
+            if Path(path).resolve() == folder.resolve() and mode & os.W_OK:
+                return False
+            return real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(intsim.cli_common.os, "access", access)
+    yield folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("argv, option", [(["quantize", "-o", "readonly/out.intsim"], "--output"),
+                                          (["quantize", "-o", "readonly/new/out.intsim"], "--output"),
+                                          (["eval", "--json", "readonly/eval.json"], "--json")],
+                         ids=["quantize-output", "quantize-output-subfolder-to-create", "eval-json"])
+def test_output_in_a_read_only_folder_is_refused_before_any_work(argv, option, read_only_folder, monkeypatch, capsys):
+    import intsim.evaluate
+
+    monkeypatch.chdir(read_only_folder.parent)
+    monkeypatch.setattr(intsim.evaluate, "quantize", lambda *a, **k: pytest.fail("calibrated before the check"))
+    assert main(argv) == 2
+    lines = message_lines(capsys.readouterr().err)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"intsim {argv[0]}: error: {option} readonly/"), lines[0]
+    assert "folder readonly is not writable" in lines[0], lines[0]
+    assert os.listdir(read_only_folder) == []
+
+
+def test_output_folder_where_no_file_can_be_created_is_refused(tmp_path, monkeypatch, capsys):
+    """``os.access`` says yes but creating a file fails (a read-only mount it misses): the probe finds it."""
+    import errno
+
+    import intsim.cli_common
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mount").mkdir()
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(intsim.cli_common.tempfile, "mkstemp", refuse)
+    assert main(["quantize", "-o", "mount/out.intsim"]) == 2
+    (line,) = message_lines(capsys.readouterr().err)
+    assert line == ("intsim quantize: error: --output mount/out.intsim: cannot create a file in folder mount "
+                    "(Read-only file system); give a path in a writable folder")
+
+
+def test_output_below_a_file_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plain").write_text("x")
+    assert main(["quantize", "-o", "plain/out.intsim"]) == 2
+    (line,) = message_lines(capsys.readouterr().err)
+    assert "--output plain/out.intsim" in line and "plain is a file, not a folder" in line, line
+
+
+def test_probe_leaves_nothing_behind(tmp_path):
+    from intsim.cli_common import check_output
+
+    check_output(str(tmp_path / "a" / "b.json"), "--json")
+    check_output(str(tmp_path / "c.json"), "--json")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
