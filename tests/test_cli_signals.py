@@ -40,7 +40,14 @@ def _start(argv: list[str], cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.Popen([sys.executable, "-m", "intsim.cli", *argv], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_in_a_terminal)
+
+
+def as_in_a_terminal() -> None:
+    """The child's signals as a terminal gives them: a test runner started in the background (``cmd &``, as CI
+    may be) has SIGINT ignored, which children inherit, and intsim rightly leaves an ignored signal ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _wait_for(process: subprocess.Popen, pattern: re.Pattern, timeout: float = 120.0) -> bytes:

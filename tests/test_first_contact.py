@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.test_cli_signals import as_in_a_terminal  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "digit-4.png"
 INTSIM = [sys.executable, "-m", "intsim.cli"]
@@ -125,7 +127,8 @@ def test_golden_refuses_a_tree_larger_than_its_limit(workdir, tmp_path):
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
 def test_golden_interrupted_leaves_nothing_and_says_one_line(workdir, tmp_path, signum, status):
     process = subprocess.Popen([*INTSIM, "golden", str(workdir / "digits.intsim"), "--limit", "300", "-o", "tree"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=as_in_a_terminal)
     deadline = time.monotonic() + 120
     while not leftovers(tmp_path) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # the staging folder exists: the tree is being written
