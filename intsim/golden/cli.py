@@ -14,24 +14,13 @@ printing quietly: the command still finishes (``--json`` is written) and exits w
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
+from intsim.cli_common import check_output, quiet_broken_pipe, write_json
+
 __all__ = ["add_commands", "load_images"]
-
-
-def _silence_stdout() -> None:
-    """stdout was closed by its reader: send whatever is still printed (or buffered) to devnull."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        finally:
-            os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured): nothing to redirect
-        pass
 
 
 def _say(text: str = "") -> None:
@@ -39,34 +28,21 @@ def _say(text: str = "") -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        _silence_stdout()
+        quiet_broken_pipe()
 
 
 def _write_json(path, payload) -> None:
-    from intsim.cli_common import write_json
-
     try:
         write_json(path, payload)  # writes the file, then prints "wrote PATH"
         sys.stdout.flush()
     except BrokenPipeError:
-        _silence_stdout()
+        quiet_broken_pipe()
 
 
 def _check_json_output(path: str | None) -> None:
-    """``--json FILE`` refused before any work: a folder, or a file that cannot be created (its nearest existing
-    parent folder is not writable, or is a file)."""
-    from intsim.cli_common import check_output
-
+    """``--json FILE`` refused before any work: a folder, or a file that cannot be created
+    (:func:`intsim.cli_common.check_output`)."""
     check_output(path, "--json")
-    if path:
-        parent = Path(path).absolute().parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent  # missing folders are created when the file is written
-        if not parent.is_dir():
-            raise ValueError(f"--json {path}: cannot create it, {parent} is not a folder; choose another --json")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"--json {path}: cannot create it, folder {parent} is not writable (permission "
-                             f"denied); choose another --json")
 
 
 def _image_sources(program, data: list[str] | None, limit: int | None, default_limit: int | None):

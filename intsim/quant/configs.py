@@ -231,8 +231,7 @@ def make_config(base: str = "fqvit-w8a8a4", *, wbits: int | None = None, abits: 
         changes.update({kind: replace(config.point(kind), bits=bits) for kind, bits in _abits(config, abits).items()})
     if attn_bits is not None or softmax is not None:
         changes["post_softmax"] = Point(softmax or config.softmax, config.attn_bits if attn_bits is None else attn_bits)
-    current = {key: getattr(config, key) for key in ("wbits", "abits", "attn_bits", "softmax")}
-    shown = {key: value for key, value in requested.items() if current.get(key, getattr(config, key, None)) != value}
+    shown = {key: value for key, value in requested.items() if getattr(config, key, None) != value}
     changes = {key: value for key, value in changes.items() if getattr(config, key) != value}
     if changes:
         suffix = ",".join(f"{key}={value}" for key, value in sorted(shown.items()))

@@ -280,13 +280,12 @@ class PatchEmbedding(Layer):
     def compute(self, pixels):
         model, dtype = self.model, self.context.dtype
         patches = self._patchify(pixels.to(dtype))
-        pos = model.pos_embed[:, 1:].to(dtype)
-        if self.context.mode == "fast" and self.pos_codes is not None:
+        if self.context.mode == "fast" and self.pos_codes is not None:  # the Program's own codes
             pos = self.pos.qparams.dequantize(self.pos_codes).to(dtype)
             if self.context.codes is not None:
                 self.context.codes["pos_embed"] = self.pos_codes
         else:
-            pos = self.context.point(self.pos, pos)
+            pos = self.context.point(self.pos, model.pos_embed[:, 1:].to(dtype))
         x = self.linear(patches) + pos
         cls = (model.cls_token + model.pos_embed[:, :1]).to(dtype).expand(pixels.shape[0], -1, -1)
         return self.context.point(self.stream, torch.cat([cls, x], dim=1))

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from intsim.kinds.registry import get_op_kind
 from intsim.limits import LIS_VALUE_SHIFT
 from intsim.ops._checks import check_choice
 from intsim.quant.builder import signed_bits
@@ -157,10 +158,13 @@ class PtfQuantizer(ActivationQuantizer):
         spec = program.tensors[name]
         scales = torch.tensor(spec.scale, dtype=torch.float64)
         alpha = None
-        for op in program.ops:
-            if op.inputs and op.inputs[0] == name and op.kind in ("LayerNorm", "Linear") and len(op.inputs) > 3:
-                alpha = torch.as_tensor(program.constants[op.inputs[1 if op.kind == "LayerNorm" else 3]].astype("int64"))
-                break
+        for op in program.ops:  # a reader of these codes whose constant shifts them: by role, not by position
+            if op.inputs and op.inputs[0] == name:
+                roles = dict(zip(get_op_kind(op.kind).input_roles, op.inputs))
+                factors = roles.get("alpha", roles.get("x_shift"))
+                if factors is not None:
+                    alpha = torch.as_tensor(program.constants[factors].astype("int64"))
+                    break
         if alpha is None:
             alpha = torch.round(torch.log2(scales / scales.min())).to(torch.int64)
         base = float(scales[0]) / 2.0 ** int(alpha[0])

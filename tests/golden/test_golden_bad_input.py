@@ -285,7 +285,7 @@ def test_diff_json_into_a_read_only_folder_is_refused_before_comparing(lis_golde
     try:
         if os.access(parent, os.W_OK):  # root
             real_access = os.access
-            monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != parent and real_access(path, mode))
+            monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != parent and real_access(path, mode))
         monkeypatch.setattr(diff, "diff_trees", lambda *a, **k: (_ for _ in ()).throw(AssertionError("compared")))
         report = parent / "sub" / "d.json"
         assert main(["diff", str(lis_golden), str(lis_golden), "--json", str(report)]) == 2
