@@ -45,6 +45,13 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "fqvit-w8a8a8", "fqvit-w8a8a4", "w8a8a8-r12g12", "w8a8a4-r12g12",
         "fqvit-w6a6a4", "fqvit-w4a8a4", "fqvit-w4a4a4",
     ),
+    # AdaLog at W4A4: its quantizers against base-2 log and uniform ones after the softmax and the GELU, then
+    # narrower non-MAC activations (docs/sweeps.md)
+    "adalog-ablation": (
+        "adalog-w4a4", "adalog-w4a4-softmax-log2", "adalog-w4a4-softmax-uniform", "adalog-w4a4-gelu-log2",
+        "adalog-w4a4-gelu-uniform", "adalog-w4a4-log2", "adalog-w4a4-uniform", "adalog-w4a4-r12",
+        "adalog-w4a4-r10", "adalog-w4a4-r8",
+    ),
 }
 
 PIPELINES = ("float", "fakequant", "integer")

@@ -101,7 +101,7 @@ def test_a_registered_kind_validates_saves_loads_runs_and_is_unregistered_after(
                                                                                       "toy.shift"], ["out"],
                                                          {"rounding": "up"})]}).validate()
     assert "ToyScale_v2" not in OP_KINDS
-    with pytest.raises(ProgramError, match=r"unknown kind 'ToyScale_v2'.*known: AttentionScores"):
+    with pytest.raises(ProgramError, match=r"unknown kind 'ToyScale_v2'.*known: AsymmetricLinear, AttentionScores"):
         toy_program().validate()
     with pytest.raises(ProgramError, match="unknown kind 'ToyScale_v2'"):
         run_program(toy_program(), PIXELS)
@@ -280,3 +280,119 @@ def test_array_backend_is_the_protocol():
     assert isinstance(backend, Backend) and backend.fusions == ()
     with pytest.raises(NotImplementedError):
         backend.patchify(None, 2)
+
+
+# ------------------------------------------------------------------------------------------------ AdaLog kinds
+def adalog_program() -> Program:
+    """Every AdaLog kind in one Program: LogEncode of the pixels as attention probabilities over the 2 patches,
+    LogAttentionValues, AsymmetricLinear and LogLinear (over the log codes of the patches)."""
+    from intsim.ops import adalog_mantissa_table, adalog_shift_table, adalog_thresholds
+
+    bits, q = 3, 50
+    shift, mantissa = adalog_shift_table(bits, q), adalog_mantissa_table(bits, q)
+    top = int(shift.max())
+    rng = np.random.default_rng(5)
+    tensors = {
+        "pixels": TensorSpec(8, False, shape=[1, 4, 2], kind="input", scale=1.0),
+        "log.thresholds": TensorSpec(64, True, shape=[8], kind="constant"),
+        "log.shift": TensorSpec(8, False, shape=[8], kind="constant"),
+        "log.mantissa": TensorSpec(16, False, shape=[8], kind="constant"),
+        "probs": TensorSpec(4, False),
+        "tokens": TensorSpec(8, False, zero_point=3),
+        "codes": TensorSpec(4, False),
+        "attn": TensorSpec(48, True),
+        "fc.weight": TensorSpec(8, False, shape=[3, 4], kind="constant"),
+        "fc.weight_zero_point": TensorSpec(32, True, shape=[3], kind="constant"),
+        "fc.bias": TensorSpec(32, True, shape=[3], kind="constant"),
+        "lin": TensorSpec(32, True),
+        "log_fc.bias": TensorSpec(64, True, shape=[3], kind="constant"),
+        "out": TensorSpec(48, True, kind="output"),
+    }
+    constants = {
+        "log.thresholds": adalog_thresholds(bits, q, 200.0), "log.shift": shift, "log.mantissa": mantissa,
+        "fc.weight": rng.integers(0, 256, (3, 4)).astype(np.uint8), "fc.weight_zero_point": np.array([0, 128, 255]),
+        "fc.bias": np.array([-5, 0, 2**31 - 1]), "log_fc.bias": np.array([2**40, -7, 0]),
+    }
+    tables = ["log.shift", "log.mantissa"]
+    ops = [
+        Op("LogEncode", "encode", ["pixels", "log.thresholds"], ["probs"], {}),
+        Op("Patchify", "patches", ["pixels"], ["tokens"], {"patch": 2}),
+        Op("LogAttentionValues", "values", ["probs", "tokens", *tables], ["attn"],
+           {"heads": 1, "v_zero_point": 3, "max_shift": top + 1}),
+        Op("AsymmetricLinear", "fc", ["tokens", "fc.weight", "fc.weight_zero_point", "fc.bias"], ["lin"],
+           {"x_zero_point": 3}),
+        Op("LogEncode", "encode_tokens", ["tokens", "log.thresholds"], ["codes"], {}),
+        Op("LogLinear", "log_fc", ["codes", "fc.weight", "fc.weight_zero_point", "log_fc.bias", *tables], ["out"],
+           {"max_shift": top}),
+    ]
+    return Program(ops=ops, tensors=tensors, constants=constants, metadata={"model": "adalog-kinds"})
+
+
+ADALOG_PIXELS = np.random.default_rng(6).integers(0, 256, (3, 1, 4, 2)).astype(np.uint8)
+
+
+def test_the_adalog_kinds_validate_run_on_both_backends_and_are_reported(tmp_path):
+    from intsim.golden.report import AccumulatorReport
+    from intsim.interpreter import run_program
+    from intsim.ops import logquant as lq
+
+    program = load_program(save_program(adalog_program().validate(), tmp_path / "adalog.intsim"))
+    seen = {}
+    out = run_program(program, ADALOG_PIXELS, trace=lambda op, inputs, outputs: seen.update({op.name: outputs[0]}))
+    c = program.constants
+    table = lq.log_weight_table(c["log.shift"], c["log.mantissa"], int(c["log.shift"].max()) + 1)
+    probs = lq.log_encode_reference(ADALOG_PIXELS, c["log.thresholds"])
+    tokens = ADALOG_PIXELS.reshape(3, 1, 2, 2, 1, 2).transpose(0, 2, 4, 1, 3, 5).reshape(3, 2, 4)
+    np.testing.assert_array_equal(seen["encode"], probs)
+    heads = tokens.reshape(3, 1, 2, 4).astype(np.int64) - 3  # (B, H = 1, M, d)
+    attn = np.einsum("bhnm,bhmd->bhnd", table[probs], heads).swapaxes(1, 2).reshape(3, 4, 4)
+    np.testing.assert_array_equal(seen["values"], attn)
+    centred_w = c["fc.weight"].astype(np.int64) - c["fc.weight_zero_point"][:, None]
+    np.testing.assert_array_equal(seen["fc"], (tokens.astype(np.int64) - 3) @ centred_w.T + c["fc.bias"])
+    codes = lq.log_encode_reference(tokens, c["log.thresholds"])
+    top = int(c["log.shift"].max())
+    want = lq.log_weight_table(c["log.shift"], c["log.mantissa"], top)[codes] @ centred_w.T + c["log_fc.bias"]
+    np.testing.assert_array_equal(seen["log_fc"], want)
+    torch = pytest.importorskip("torch")
+    from intsim.quant.exact import run_exact
+
+    np.testing.assert_array_equal(run_exact(program, ADALOG_PIXELS).numpy(), out)
+    result = AccumulatorReport(program).run([ADALOG_PIXELS], progress=False)
+    for entry in result["ops"]:
+        names = [q["name"] for q in entry["quantities"] if not q["name"].startswith("output ")]
+        assert names == list(get_op_kind(entry["kind"]).intermediates), entry["name"]
+    assert torch is not None
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.ops[2].attrs.update(max_shift=0), r"'max_shift': expected an int >= max\(shift_table\)"),
+    (lambda p: p.ops[2].attrs.update(heads=3), "attribute 'heads'"),
+    (lambda p: p.tensors.update(probs=TensorSpec(5, True)), "unsigned log codes"),
+    (lambda p: p.tensors.update(probs=TensorSpec(3, False)), r"declared range holding the log codes \[0, 8\]"),
+    (lambda p: (p.constants.update({"fc.bias": np.array([0, 0, 2**31])}), p.tensors.update(
+        {"fc.bias": TensorSpec(40, True, shape=[3], kind="constant")})), "bias values in"),
+    (lambda p: p.constants.update({"fc.weight_zero_point": np.array([0, 0])}), r"weight_zero_point.*shape \(3,\)"),
+    (lambda p: p.constants.update({"log.shift": np.zeros(6, np.int64)}), r"shape \(2\*\*b,\)"),
+    (lambda p: p.ops[3].attrs.pop("x_zero_point"), "'x_zero_point': missing"),
+])
+def test_the_adalog_kinds_refuse_bad_programs(edit, message):
+    program = adalog_program()
+    edit(program)
+    if "log.shift" in program.constants:
+        program.tensors["log.shift"].shape = list(program.constants["log.shift"].shape)
+    for name, array in program.constants.items():
+        program.tensors[name].shape = list(array.shape)
+    with pytest.raises(ProgramError, match=message):
+        program.validate()
+
+
+def test_the_adalog_kinds_are_builtin():
+    order = list(BUILTIN_KINDS)
+    new = ["LogEncode", "LogAttentionValues", "AsymmetricLinear", "LogLinear"]
+    assert order[order.index("LisAttentionValues") + 1: order.index("Lut")] == new
+    assert [get_op_kind(k).function for k in new] == ["log_encode", "log_attention_values", "asymmetric_linear",
+                                                      "log_linear"]
+    assert get_op_kind("LogLinear").input_roles == ("x", "weight", "weight_zero_point", "bias", "shift_table",
+                                                    "mantissa_table")
+    assert [o.values for o in get_op_kind("LogLinear").schema.inputs][2:4] == [s.INT32, s.INT64]
+    assert [o.values for o in get_op_kind("AsymmetricLinear").schema.inputs][2:4] == [s.INT32, s.INT32]

@@ -16,7 +16,7 @@ rounds another way fails it.
 
 Declared widths: codes carry the width the op's contract gives them (``bits`` / ``signed`` arguments, ``qmin`` /
 ``qmax``); multipliers are 32-bit signed, shifts 6-bit unsigned; accumulator outputs (matmul, linear,
-lis_attention_values, i_gelu) are as wide as the bound the op proves from the declared input widths; other
+lis_attention_values, i_gelu, the AdaLog accumulators) are as wide as the bound the op proves from the declared input widths; other
 values (an ``int_exp`` input, a LayerNorm bias, a GELU table's codes) the narrowest width holding them.
 Floats appear only here, at plan time (``layernorm_constants``, ``i_exp_constants``, ...), never in an op.
 """
@@ -34,10 +34,14 @@ from intsim.golden.ties import layernorm_tie_constants, power_of_two_sigma_rows,
 from intsim.ops import (
     OPS,
     ZERO_CODE,
+    adalog_mantissa_table,
+    adalog_shift_table,
+    adalog_thresholds,
     build_gelu_lut,
     i_exp_constants,
     i_gelu_constants,
     layernorm_constants,
+    log_weight_table,
     residual_add_constants,
 )
 from intsim.ops.rounding import ROUNDING_MODES
@@ -571,6 +575,191 @@ def _residual_random(rng, rounding):
                      qmin=0, qmax=255, rounding=rounding)
 
 
+# ------------------------------------------------------------------------------- AdaLog (intsim.ops.logquant)
+_SOFTMAX_FULL = 2**16 - 1  # LogEncode reads the 16-bit uniform softmax codes
+
+
+def _tables(bits, q, extra=0):
+    shift, mantissa = adalog_shift_table(bits, q), adalog_mantissa_table(bits, q)
+    return shift, mantissa, int(shift.max()) + extra
+
+
+def _fitting_q(rng, bits, limit=40):
+    """A q in [10, 137] whose weight table W = M << (max SH - SH) stays below 2**limit (random cases)."""
+    for _ in range(200):
+        q = int(rng.integers(10, 138))
+        if (2 ** (bits + 1) << ((2**bits - 1) * q // 37)) < 2**limit:
+            return q
+    return 10
+
+
+def _log_encode(label, x, thresholds):
+    x = np.asarray(x, dtype=np.int64)
+    dtype, width = (np.uint16, (16, False)) if x.size == 0 or x.max() <= _SOFTMAX_FULL else (np.int64, _actual(x))
+    t = np.asarray(thresholds, dtype=np.int64)
+    return Case(label, dict(x=x.astype(dtype), thresholds=t), {"x": width, "thresholds": _actual(t)})
+
+
+def _log_encode_output(case):
+    return width_of_range(0, case.kwargs["thresholds"].shape[0])
+
+
+def _log_encode_corners():
+    rng = np.random.default_rng(11)
+    t = adalog_thresholds(4, 37, float(_SOFTMAX_FULL))
+    ties = np.unique(np.concatenate([t, t - 1, t + 1, [0, _SOFTMAX_FULL]]).clip(0, _SOFTMAX_FULL))
+    return [
+        _log_encode("ties_at_every_threshold", ties.reshape(1, -1), t),  # x == T_k: the lower code
+        _log_encode("zero_and_full_scale", [[0, 1, _SOFTMAX_FULL - 1, _SOFTMAX_FULL]],
+                    adalog_thresholds(3, 20, float(_SOFTMAX_FULL))),
+        _log_encode("bits_1", rng.integers(0, _SOFTMAX_FULL + 1, (3, 7)), adalog_thresholds(1, 37, 3000.0)),
+        _log_encode("bits_8", rng.integers(0, _SOFTMAX_FULL + 1, (4, 64)), adalog_thresholds(8, 11, float(_SOFTMAX_FULL))),
+        _log_encode("clipped_thresholds", [[0, 5, _SOFTMAX_FULL]], adalog_thresholds(3, 10, 1e30)),
+        _log_encode("batch_dims", rng.integers(0, _SOFTMAX_FULL + 1, (2, 3, 4, 5)),
+                    adalog_thresholds(4, 60, float(_SOFTMAX_FULL))),
+    ]
+
+
+def _log_encode_random(rng):
+    bits, q = int(rng.integers(1, 9)), int(rng.integers(10, 138))
+    ratio = float(_SOFTMAX_FULL) * float(2.0 ** rng.uniform(-4, 4))
+    n, m = int(rng.integers(1, 9)), int(rng.integers(1, 17))
+    return _log_encode("random", rng.integers(0, _SOFTMAX_FULL + 1, (n, m)), adalog_thresholds(bits, q, ratio))
+
+
+def _log_values(label, codes, v, v_w, tables, *, v_zero_point):
+    shift, mantissa, max_shift = tables
+    zero = shift.shape[0]
+    kwargs = dict(codes=np.asarray(codes, dtype=np.uint16 if zero > 255 else np.uint8),
+                  v=np.asarray(v, dtype=_code_dtype(*v_w)), shift=shift, mantissa=mantissa,
+                  v_zero_point=v_zero_point, max_shift=max_shift)
+    return Case(label, kwargs, {"codes": width_of_range(0, zero), "v": v_w, "shift": (6, False),
+                                "mantissa": _actual(mantissa)})
+
+
+def _log_values_output(case):
+    k = case.kwargs
+    w_max = int(log_weight_table(k["shift"], k["mantissa"], k["max_shift"]).max())
+    return _symmetric(k["codes"].shape[-1] * _span(k["v_zero_point"], *case.widths["v"]) * w_max)
+
+
+def _log_values_corners():
+    rng = np.random.default_rng(12)
+    t4 = _tables(4, 37)
+    return [
+        _log_values("every_code", np.tile(np.arange(17), (2, 1)), _codes(rng, (17, 4), 8, False), (8, False), t4,
+                    v_zero_point=128),
+        _log_values("all_zero_code", np.full((3, 5), 16), _codes(rng, (5, 4), 8, False), (8, False), t4,
+                    v_zero_point=3),
+        _log_values("code_0_extreme_values_high", np.zeros((2, 8)), np.full((8, 3), 255), (8, False), t4,
+                    v_zero_point=0),
+        _log_values("code_0_extreme_values_low", np.zeros((2, 8)), np.zeros((8, 3)), (8, False), t4,
+                    v_zero_point=255),
+        _log_values("largest_shift_q137", rng.integers(0, 9, (3, 6)), _codes(rng, (6, 4), 8, True), (8, True),
+                    _tables(3, 137), v_zero_point=-7),
+        _log_values("max_shift_above_the_largest", rng.integers(0, 9, (2, 5)), _codes(rng, (5, 3), 8, False),
+                    (8, False), _tables(3, 50, extra=3), v_zero_point=100),
+        _log_values("batch_heads", rng.integers(0, 17, (2, 3, 4, 5)), _codes(rng, (2, 3, 5, 6), 8, False), (8, False),
+                    t4, v_zero_point=128),
+    ]
+
+
+def _log_values_random(rng):
+    bits = int(rng.integers(1, 7))
+    n, m, d = (int(rng.integers(1, 9)) for _ in range(3))
+    return _log_values("random", rng.integers(0, 2**bits + 1, (n, m)), _codes(rng, (m, d), 8, False), (8, False),
+                       _tables(bits, _fitting_q(rng, bits)), v_zero_point=int(rng.integers(0, 256)))
+
+
+def _asym(label, x, x_w, weight, w_w, weight_zero_point, bias, *, x_zero_point=0):
+    kwargs = dict(x=np.asarray(x, dtype=_code_dtype(*x_w)), weight=np.asarray(weight, dtype=_code_dtype(*w_w)),
+                  weight_zero_point=np.asarray(weight_zero_point, dtype=np.int64),
+                  bias=np.asarray(bias, dtype=np.int64), x_zero_point=x_zero_point)
+    return Case(label, kwargs, {"x": x_w, "weight": w_w, "weight_zero_point": (32, True), "bias": (32, True)})
+
+
+def _weight_span(case):
+    k = case.kwargs
+    return max((_span(int(z), *case.widths["weight"]) for z in k["weight_zero_point"]), default=0)
+
+
+def _bias_abs(case):
+    bias = case.kwargs["bias"]
+    return int(np.abs(bias).max()) if bias.size else 0
+
+
+def _asym_output(case):
+    k = case.kwargs
+    return _symmetric(k["x"].shape[-1] * _span(k["x_zero_point"], *case.widths["x"]) * _weight_span(case)
+                      + _bias_abs(case))
+
+
+def _asym_corners():
+    rng = np.random.default_rng(13)
+    x = np.full((2, 64), 255)
+    x[1] = 0
+    weight = np.zeros((3, 64))
+    weight[1] = 255
+    return [
+        _asym("extreme_codes", x, (8, False), weight, (8, False), [255, 0, 128], [-(2**31), 2**31 - 1, 0]),
+        _asym("zero_points_at_extremes", _codes(rng, (3, 16), 8, False), (8, False), _codes(rng, (4, 16), 8, False),
+              (8, False), [0, 255, 0, 255], [0, 0, 0, 0], x_zero_point=255),
+        _asym("leading_dims", _codes(rng, (2, 3, 8), 8, False), (8, False), _codes(rng, (5, 8), 8, False), (8, False),
+              _codes(rng, (5,), 8, False), _codes(rng, (5,), 16, True), x_zero_point=128),
+        _asym("int4_weights", _codes(rng, (4, 12), 8, False), (8, False), _codes(rng, (6, 12), 4, False), (4, False),
+              _codes(rng, (6,), 4, False), _codes(rng, (6,), 16, True), x_zero_point=3),
+    ]
+
+
+def _asym_random(rng):
+    rows, k, n = int(rng.integers(1, 9)), int(rng.integers(1, 33)), int(rng.integers(1, 9))
+    return _asym("random", _codes(rng, (rows, k), 8, False), (8, False), _codes(rng, (n, k), 8, False), (8, False),
+                 _codes(rng, (n,), 8, False), _codes(rng, (n,), 32, True), x_zero_point=int(rng.integers(0, 256)))
+
+
+def _log_lin(label, x, weight, w_w, weight_zero_point, bias, tables):
+    shift, mantissa, max_shift = tables
+    zero = shift.shape[0]
+    bias = np.asarray(bias, dtype=np.int64)
+    kwargs = dict(x=np.asarray(x, dtype=np.uint16 if zero > 255 else np.uint8),
+                  weight=np.asarray(weight, dtype=_code_dtype(*w_w)),
+                  weight_zero_point=np.asarray(weight_zero_point, dtype=np.int64), bias=bias, shift=shift,
+                  mantissa=mantissa, max_shift=max_shift)
+    return Case(label, kwargs, {"x": width_of_range(0, zero), "weight": w_w, "weight_zero_point": (32, True),
+                                "bias": (64, True), "shift": (6, False), "mantissa": _actual(mantissa)})
+
+
+def _log_lin_output(case):
+    k = case.kwargs
+    w_max = int(log_weight_table(k["shift"], k["mantissa"], k["max_shift"]).max())
+    return _symmetric(k["x"].shape[-1] * w_max * _weight_span(case) + _bias_abs(case))
+
+
+def _log_lin_corners():
+    rng = np.random.default_rng(14)
+    t4 = _tables(4, 37)
+    weight = np.zeros((3, 17))
+    weight[1] = 255
+    return [
+        _log_lin("every_code", np.tile(np.arange(17), (2, 1)), _codes(rng, (3, 17), 8, False), (8, False),
+                 [0, 128, 255], [-(2**40), 2**40, 7], t4),
+        _log_lin("all_zero_code", np.full((2, 17), 16), _codes(rng, (3, 17), 8, False), (8, False), [1, 2, 3],
+                 [5, -6, 2**50], t4),
+        _log_lin("code_0_extreme_weights", np.zeros((2, 17)), weight, (8, False), [255, 0, 128], [0, 0, 0], t4),
+        _log_lin("largest_shift_q137", rng.integers(0, 9, (3, 6)), _codes(rng, (4, 6), 8, False), (8, False),
+                 _codes(rng, (4,), 8, False), _codes(rng, (4,), 32, True), _tables(3, 137)),
+        _log_lin("leading_dims", rng.integers(0, 17, (2, 3, 8)), _codes(rng, (5, 8), 4, False), (4, False),
+                 _codes(rng, (5,), 4, False), _codes(rng, (5,), 48, True), _tables(4, 60, extra=2)),
+    ]
+
+
+def _log_lin_random(rng):
+    bits = int(rng.integers(1, 7))
+    rows, k, n = int(rng.integers(1, 9)), int(rng.integers(1, 33)), int(rng.integers(1, 9))
+    return _log_lin("random", rng.integers(0, 2**bits + 1, (rows, k)), _codes(rng, (n, k), 8, False), (8, False),
+                    _codes(rng, (n,), 8, False), _codes(rng, (n,), 40, True), _tables(bits, _fitting_q(rng, bits)))
+
+
 # -------------------------------------------------------------------------------------------- the table
 SUITES: dict[str, OpCases] = {suite.name: suite for suite in (
     OpCases("requantize", "Requantize", ("acc",), ("multiplier", "shift"), _requantize_corners, _requantize_random,
@@ -597,6 +786,17 @@ SUITES: dict[str, OpCases] = {suite.name: suite for suite in (
     OpCases("residual_add", "ResidualAdd", ("a", "b"), ("a_multiplier", "b_multiplier", "shift"), _residual_corners,
             _residual_random, _output_range,
             zero_points={"a": "a_zero_point", "b": "b_zero_point", "out": "out_zero_point"}),
+    OpCases("log_encode", "LogEncode", ("x",), ("thresholds",), _log_encode_corners, _log_encode_random,
+            _log_encode_output),
+    OpCases("log_attention_values", "LogAttentionValues", ("codes", "v"), ("shift", "mantissa"), _log_values_corners,
+            _log_values_random, _log_values_output,
+            roles={"codes": "probs", "shift": "shift_table", "mantissa": "mantissa_table"},
+            zero_points={"v": "v_zero_point"}),
+    OpCases("asymmetric_linear", "AsymmetricLinear", ("x",), ("weight", "weight_zero_point", "bias"), _asym_corners,
+            _asym_random, _asym_output, zero_points={"x": "x_zero_point"}),
+    OpCases("log_linear", "LogLinear", ("x",), ("weight", "weight_zero_point", "bias", "shift", "mantissa"),
+            _log_lin_corners, _log_lin_random, _log_lin_output,
+            roles={"shift": "shift_table", "mantissa": "mantissa_table"}),
 )}
 
 

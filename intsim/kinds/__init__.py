@@ -1,7 +1,7 @@
 """The op kinds of the Program vocabulary: one :class:`OpKind` per kind, in one registry.
 
 Each kind's module (:mod:`intsim.kinds.movement`, :mod:`~intsim.kinds.linear`, :mod:`~intsim.kinds.normalization`,
-:mod:`~intsim.kinds.attention`) holds its whole description: schema (operands, attributes, rule), executor, the
+:mod:`~intsim.kinds.attention`, :mod:`~intsim.kinds.logquant`) holds its whole description: schema (operands, attributes, rule), executor, the
 ``intsim.ops`` function it runs and the intermediates of the accumulator report. :mod:`intsim.kinds.registry`
 collects them; see ``docs/program.md`` (Op kinds, Versioning) for the table and the rules.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from types import MappingProxyType
 
-from intsim.kinds import attention, linear, movement, normalization
+from intsim.kinds import attention, linear, logquant, movement, normalization
 from intsim.kinds.base import OpKind
 from intsim.op_schema import OperandView, SchemaError, check_schema, did_you_mean, markdown_row
 
@@ -25,7 +25,8 @@ OP_KINDS = MappingProxyType(_KINDS)
 """Read-only view: kind string -> :class:`OpKind`, in registration order (built-in kinds first)."""
 
 _ORDER = ("Patchify", "Linear", "Requantize", "Split", "PrependToken", "ResidualAdd", "LayerNorm", "AttentionScores",
-          "LogIntSoftmax", "UniformSoftmax", "AttentionValues", "LisAttentionValues", "Lut", "SelectToken")
+          "LogIntSoftmax", "UniformSoftmax", "AttentionValues", "LisAttentionValues", "LogEncode", "LogAttentionValues", "AsymmetricLinear", "LogLinear", "Lut",
+          "SelectToken")
 
 
 def register_op_kind(kind: OpKind) -> OpKind:
@@ -97,7 +98,7 @@ def markdown_table(kinds=None) -> str:
 
 
 def _register_builtins() -> tuple[str, ...]:
-    found = {kind.kind: kind for module in (movement, linear, normalization, attention) for kind in module.KINDS}
+    found = {kind.kind: kind for module in (movement, linear, normalization, attention, logquant) for kind in module.KINDS}
     if sorted(found) != sorted(_ORDER):
         raise RuntimeError(f"built-in kinds {sorted(found)} differ from the documented order {sorted(_ORDER)}")
     for name in _ORDER:

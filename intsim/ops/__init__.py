@@ -5,7 +5,9 @@ The public functions exported here run the numba kernel after validating their a
 ``docs/semantics.md`` follow bit for bit. :data:`OPS` lists every run-time op with its reference, so the
 tests, the CLI and the benchmarks iterate one registry. Plan-time helpers (float scales in, integer
 constants out) are exported too: ``quantize_multiplier``, ``layernorm_constants``, ``i_exp_constants``,
-``build_gelu_lut``, ``i_gelu_constants``, ``residual_add_constants``.
+``build_gelu_lut``, ``i_gelu_constants``, ``residual_add_constants``, and the AdaLog tables of
+:mod:`intsim.ops.logquant` (``adalog_shift_table``, ``adalog_mantissa_table``, ``adalog_thresholds``,
+``log_weight_table``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,20 @@ from intsim.ops.gelu import (
     lut_lookup_reference,
 )
 from intsim.ops.isqrt import isqrt, isqrt_reference
+from intsim.ops.logquant import (
+    adalog_mantissa_table,
+    adalog_shift_table,
+    adalog_thresholds,
+    asymmetric_linear,
+    asymmetric_linear_reference,
+    log_attention_values,
+    log_attention_values_reference,
+    log_encode,
+    log_encode_reference,
+    log_linear,
+    log_linear_reference,
+    log_weight_table,
+)
 from intsim.ops.layernorm import LayerNormConstants, layernorm_constants, ptf_layernorm, ptf_layernorm_reference
 from intsim.ops.matmul import integer_linear, integer_linear_reference, integer_matmul, integer_matmul_reference
 from intsim.ops.requant import quantize_multiplier, requantize, requantize_reference
@@ -67,6 +83,10 @@ OPS: tuple[OpSpec, ...] = tuple(
         (lut_lookup, lut_lookup_reference),
         (i_gelu, i_gelu_reference),
         (residual_add, residual_add_reference),
+        (log_encode, log_encode_reference),
+        (log_attention_values, log_attention_values_reference),
+        (asymmetric_linear, asymmetric_linear_reference),
+        (log_linear, log_linear_reference),
     )
 )
 
@@ -78,10 +98,14 @@ __all__ = [
     "IExpConstants",
     "IGeluConstants",
     "LayerNormConstants",
+    "adalog_mantissa_table",
+    "adalog_shift_table",
+    "adalog_thresholds",
     "build_gelu_lut",
     "i_exp_constants",
     "i_gelu_constants",
     "layernorm_constants",
+    "log_weight_table",
     "quantize_multiplier",
     "residual_add_constants",
     *(name for spec in OPS for name in (spec.name, f"{spec.name}_reference")),

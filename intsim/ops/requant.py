@@ -60,8 +60,12 @@ __all__ = [
 ]
 
 
-def quantize_multiplier(real: float) -> tuple[int, int]:
+def quantize_multiplier(real: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
     """Return ``(M, k)`` with ``M / 2**k`` the nearest 31-bit dyadic value to ``real`` (plan time, float in).
+
+    ``bits`` < 31 gives a shorter mantissa (``2**(bits-1) <= |M| < 2**bits``, relative error ``<= 2**-bits``):
+    what a wide accumulator needs so that ``acc * M`` still fits int64 (the builder passes
+    ``62 - accumulator bits``; every accumulator of at most 31 bits keeps the full 31-bit multiplier).
 
     ``real = m * 2**e`` with ``m`` in ``[0.5, 1)`` (``math.frexp``); ``M = round_half_even(m * 2**31)``
     (the product is exact in float64), ``k = 31 - e``; if rounding gives ``M = 2**31`` it is halved and
@@ -82,10 +86,12 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         raise ValueError(f"quantize_multiplier: real must be finite, got {real!r}")
     if real == 0.0:
         return 0, 0
+    if not isinstance(bits, int) or not 2 <= bits <= MULTIPLIER_BITS:
+        raise ValueError(f"quantize_multiplier: bits must be an int in [2, {MULTIPLIER_BITS}], got {bits!r}")
     mantissa, exponent = math.frexp(abs(real))
-    multiplier = round(mantissa * 2**MULTIPLIER_BITS)
-    shift = MULTIPLIER_BITS - exponent
-    if multiplier == 2**MULTIPLIER_BITS:
+    multiplier = round(mantissa * 2**bits)
+    shift = bits - exponent
+    if multiplier == 2**bits:
         multiplier //= 2
         shift -= 1
     if not 0 <= shift <= MAX_SHIFT:

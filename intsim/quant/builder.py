@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from intsim.limits import MULTIPLIER_BITS
 from intsim.ops import quantize_multiplier
 from intsim.program import Op, Program, TensorSpec
 
@@ -28,9 +29,15 @@ def signed_bits(bound: int) -> int:
     return max(int(bound).bit_length() + 1, 2)
 
 
-def multipliers(ratios) -> tuple[np.ndarray, np.ndarray]:
+def multiplier_bits(acc_bits: int) -> int:
+    """The multiplier width a requantization of a signed ``acc_bits`` accumulator uses: 31, or fewer where the
+    product ``acc * M`` (``< 2**(acc_bits - 1 + bits)``) would otherwise leave int64's ``2**62`` margin."""
+    return max(2, min(MULTIPLIER_BITS, 63 - int(acc_bits)))
+
+
+def multipliers(ratios, bits: int = MULTIPLIER_BITS) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``quantize_multiplier`` of float64 ratios: int32 multipliers and int8 shifts."""
-    pairs = [quantize_multiplier(float(r)) for r in np.atleast_1d(np.asarray(ratios, dtype=np.float64))]
+    pairs = [quantize_multiplier(float(r), bits) for r in np.atleast_1d(np.asarray(ratios, dtype=np.float64))]
     return np.array([m for m, _ in pairs], dtype=np.int32), np.array([k for _, k in pairs], dtype=np.int8)
 
 
@@ -42,6 +49,7 @@ class ProgramBuilder:
         self.ops: list[Op] = []
         self.tensors: dict[str, TensorSpec] = {}
         self.constants: dict[str, np.ndarray] = {}
+        self.parameters: dict[str, dict] = {}  # real parameters of quantizers the tensors cannot hold (metadata)
 
     def tensor(self, name: str, bits: int, signed: bool, *, zero_point=0, scale=None, shape=None, kind="activation"):
         if name in self.tensors:
@@ -70,7 +78,8 @@ class ProgramBuilder:
 
     def requantize(self, acc: str, acc_scale, out: str, quantizer, name: str) -> str:
         """``acc`` (real scale per channel ``acc_scale``) to the codes of ``quantizer``, declared as ``out``."""
-        multiplier, shift = multipliers(np.asarray(acc_scale, dtype=np.float64) / quantizer.scale_array())
+        bits = multiplier_bits(self.tensors[acc].bits)
+        multiplier, shift = multipliers(np.asarray(acc_scale, dtype=np.float64) / quantizer.scale_array(), bits)
         self.constant(f"{name}.multiplier", multiplier, signed=True)
         self.constant(f"{name}.shift", shift, signed=False)
         quantizer.declare(self, out)
@@ -79,4 +88,6 @@ class ProgramBuilder:
         return out
 
     def build(self, metadata: dict) -> Program:
+        if self.parameters:
+            metadata = dict(metadata, quantizer_parameters=self.parameters)
         return Program(self.ops, self.tensors, self.constants, metadata).validate()

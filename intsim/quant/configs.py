@@ -67,6 +67,11 @@ class QuantConfig:
     #                              (FQ-ViT's minmax observer on the softmax output); False: 1 / (2**b - 1)
     gelu: str = "lut"  # GELU as a per-code table built at export
     rounding: str = "half_up"  # every requantization's rounding
+    # options of the search methods (adalog): FPCS rounds and steps, rows ranked per activation candidate, seed
+    search_rounds: int = 3
+    search_steps: int = 6
+    search_tokens: int = 1024
+    search_seed: int = 0
 
     def point(self, kind: str) -> Point:
         return getattr(self, kind)
@@ -96,8 +101,8 @@ class QuantConfig:
 def validate_config(config: QuantConfig) -> QuantConfig:
     """``config`` if every point names a registered quantizer that serves that kind of point at its bits, and
     every option is known; ``ValueError`` naming the configuration and the field otherwise."""
-    from intsim.quant.methods import METHODS
     from intsim.quant.observers import OBSERVERS
+    from intsim.quant.registered import METHODS
     from intsim.quant.quantizers import check_point
 
     where = f"config {config.name!r}"
@@ -110,6 +115,10 @@ def validate_config(config: QuantConfig) -> QuantConfig:
     check_choice(config.observer, "observer", where, tuple(OBSERVERS))
     check_choice(config.rounding, "rounding mode", where, tuple(ROUNDING_MODES))
     check_choice(config.gelu, "gelu", where, ("lut",))
+    for key, low in (("search_rounds", 0), ("search_steps", 1), ("search_tokens", 16), ("search_seed", 0)):
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{where}: {key} = {value!r} must be an int >= {low}")
     if not isinstance(config.ptf_alpha_max, int) or not 0 <= config.ptf_alpha_max <= 7:
         raise ValueError(f"{where}: ptf_alpha_max = {config.ptf_alpha_max!r} outside [0, 7]")
     return config
@@ -143,9 +152,19 @@ def config_from_metadata(values: dict) -> QuantConfig:
     return QuantConfig(**values)
 
 
+_LATER_FIELDS = ("search_rounds", "search_steps", "search_tokens", "search_seed")
+"""Fields added after Programs were first committed: stored only where they differ from their defaults, so the
+Programs (and golden files) of configurations that do not use them keep their bytes and hashes."""
+
+
 def config_metadata(config: QuantConfig) -> dict:
     """The JSON form stored in a Program (:func:`config_from_metadata` reads it back)."""
-    return asdict(config)
+    values = asdict(config)
+    defaults = QuantConfig(name=config.name)
+    for key in _LATER_FIELDS:
+        if config.method == "fqvit" and values[key] == getattr(defaults, key):
+            del values[key]
+    return values
 
 
 def _with_bits(config: QuantConfig, name: str, **kinds_bits) -> QuantConfig:
@@ -168,6 +187,40 @@ FQVIT_W8A8A4 = QuantConfig("fqvit-w8a8a4")
 FQVIT_W8A8A8 = replace(FQVIT_W8A8A4, name="fqvit-w8a8a8", post_softmax=Point("uniform_softmax", 8))
 
 CONFIGS: dict[str, QuantConfig] = {config.name: config for config in (FQVIT_W8A8A4, FQVIT_W8A8A8)}
+
+
+def adalog_config(name: str, bits: int, **changes) -> QuantConfig:
+    """AdaLog at ``bits`` (weights, every MAC input, the log codes of post-softmax and post-GELU values) with the
+    residual stream, the position embedding and the GELU table index at 16-bit uniform codes (the non-MAC
+    activations AdaLog leaves in floating point; see docs/quantization.md)."""
+    wide = Point("uniform", 16)
+    points = dict(weights=Point("asymmetric_channel", bits), residual=wide, pos_embed=wide,
+                  post_layernorm=Point("uniform", bits), qkv=Point("uniform", bits), post_softmax=Point("adalog", bits),
+                  attn_output=Point("uniform", bits), gelu_input=wide, post_gelu=Point("adalog", bits))
+    return QuantConfig(name, method="adalog", **{**points, **changes})
+
+
+CONFIGS.update((config.name, config) for config in (adalog_config("adalog-w6a6", 6), adalog_config("adalog-w4a4", 4),
+                                                     adalog_config("adalog-w3a3", 3)))
+
+# AdaLog ablation rows at W4A4 (`intsim sweep --configs adalog-ablation`): the post-softmax and post-GELU
+# quantizers (AdaLog / base-2 log / uniform), and the widths of the non-MAC activations (residual stream, position
+# embedding, GELU index) that AdaLog's own code leaves in floating point.
+_W4_UNIFORM_SOFTMAX = Point("uniform_softmax", 4)
+CONFIGS.update(
+    (config.name, config)
+    for config in (
+        adalog_config("adalog-w4a4-softmax-log2", 4, post_softmax=Point("log2", 4)),
+        adalog_config("adalog-w4a4-softmax-uniform", 4, post_softmax=_W4_UNIFORM_SOFTMAX),
+        adalog_config("adalog-w4a4-gelu-log2", 4, post_gelu=Point("log2", 4)),
+        adalog_config("adalog-w4a4-gelu-uniform", 4, post_gelu=Point("uniform", 4)),
+        adalog_config("adalog-w4a4-log2", 4, post_softmax=Point("log2", 4), post_gelu=Point("log2", 4)),
+        adalog_config("adalog-w4a4-uniform", 4, post_softmax=_W4_UNIFORM_SOFTMAX, post_gelu=Point("uniform", 4)),
+        *(adalog_config(f"adalog-w4a4-r{bits}", 4, residual=Point("uniform", bits), pos_embed=Point("uniform", bits),
+                        gelu_input=Point("uniform", bits))
+          for bits in (12, 10, 8)),
+    )
+)
 
 
 def _derived(base: str, name: str, **changes) -> QuantConfig:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from intsim.ops import build_gelu_lut, layernorm_constants, residual_add_constants
+from intsim.ops.gelu import gelu_real
 from intsim.quant.builder import multipliers, signed_bits
 from intsim.quant.quantizers import make_quantizer
 
@@ -137,7 +138,7 @@ class QuantLinear(Layer):
         self.bias = torch.zeros(weight.shape[0], dtype=torch.float64) if bias is None else bias.detach().to(torch.float64)
         self.float_weight, self.float_bias = weight, bias
         self.weight_quantizer = make_quantizer(context.config, "weights", f"{name}.weight")
-        self.codes = self.scales = self.int_bias = None
+        self.codes = self.scales = self.int_bias = self.weight_zero_points = None
         self._fast = {}
 
     @property
@@ -145,13 +146,41 @@ class QuantLinear(Layer):
         return 1.0 if self.input_quantizer is None else self.input_quantizer.unit_scale
 
     def finish(self) -> None:
-        """Quantize the weights and put the bias on the accumulator's grid (after the input's calibration)."""
+        """Quantize the weights and put the bias on the accumulator's grid (after the input's calibration).
+
+        An input quantizer with a ``value_offset`` (AdaLog's post-GELU ``eta``: it codes ``x + eta``) moves
+        ``-W_q @ eta`` into the bias. The bias is int32, or int64 after a log quantizer (whose unit is tiny)."""
         self.codes, self.scales = self.weight_quantizer.quantize(self.weight)
-        bias = torch.round(self.bias / (self.input_scale * self.scales)).to(torch.int64)
-        if bias.numel() and int(bias.abs().max()) > 2**31 - 1:
-            raise OverflowError(f"{self.name}: the bias does not fit int32 at scale s_x * s_w "
-                                f"(input scale {self.input_scale:g})")
+        self.weight_zero_points = getattr(self.weight_quantizer, "zero_points", None)
+        bias = self.bias
+        offset = getattr(self.input_quantizer, "value_offset", 0.0)
+        if offset:
+            bias = bias - offset * self.dequantized_weight().sum(dim=1)
+        bias = torch.round(bias / (self.input_scale * self.scales)).to(torch.int64)
+        limit = 2**62 if self.log_input else 2**31 - 1
+        if bias.numel() and int(bias.abs().max()) > limit:
+            raise OverflowError(f"{self.name}: the bias does not fit int{64 if self.log_input else 32} at scale "
+                                f"s_x * s_w (input scale {self.input_scale:g})")
         self.int_bias, self._fast = bias, {}
+
+    def fold_input_reparam(self, r: torch.Tensor, beta: torch.Tensor) -> None:
+        """The input is ``x / r - beta`` per channel (a reparameterized LayerNorm): weight ``W r``, bias
+        ``b + W r beta`` (from the float weights, so folding twice gives the same layer)."""
+        weight = self.float_weight.detach().to(torch.float64) * r[None, :]
+        bias = torch.zeros(weight.shape[0], dtype=torch.float64) if self.float_bias is None \
+            else self.float_bias.detach().to(torch.float64)
+        self.weight, self.bias = weight, bias + weight @ beta
+
+    @property
+    def log_input(self) -> bool:
+        """Whether the input is log codes (a quantizer with decoder tables): op ``LogLinear``."""
+        return hasattr(self.input_quantizer, "log_tables")
+
+    def dequantized_weight(self) -> torch.Tensor:
+        centred = self.codes.to(torch.float64)
+        if self.weight_zero_points is not None:
+            centred = centred - self.weight_zero_points.to(torch.float64)[:, None]
+        return centred * self.scales[:, None]
 
     def float_codes(self) -> torch.Tensor:
         """The codes the float weights round to (a Program's codes differ where rounding was learned)."""
@@ -162,6 +191,10 @@ class QuantLinear(Layer):
         self.codes = torch.as_tensor(program.constants[f"{self.name}.weight"].astype(np.int64))
         self.scales = torch.tensor(program.tensors[f"{self.name}.weight"].scale, dtype=torch.float64)
         self.int_bias = torch.as_tensor(program.constants[f"{self.name}.bias"].astype(np.int64))
+        zero_points = program.constants.get(f"{self.name}.weight_zero_point")
+        self.weight_zero_points = None if zero_points is None else torch.as_tensor(zero_points.astype(np.int64))
+        if self.weight_zero_points is not None and hasattr(self.weight_quantizer, "set_parameters"):
+            self.weight_quantizer.set_parameters(self.scales, self.weight_zero_points)
         self._fast = {}
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,35 +202,75 @@ class QuantLinear(Layer):
             bias = None if self.float_bias is None else self.float_bias.to(x.dtype)
             return F.linear(x, self.float_weight.to(x.dtype), bias)
         if x.dtype not in self._fast:
-            weight = (self.codes.to(torch.float64) * self.scales[:, None]).to(x.dtype)
+            weight = self.dequantized_weight().to(x.dtype)
             bias = (self.int_bias.to(torch.float64) * self.input_scale * self.scales).to(x.dtype)
             self._fast[x.dtype] = (weight, bias)
         weight, bias = self._fast[x.dtype]
         return F.linear(x, weight, bias)
 
     def emit(self, b, x) -> Accumulator:
-        """Op ``Linear`` on ``x`` (:class:`Codes` or the pixels); the declared accumulator bound sums each input
-        channel's ``max|x - zp| * 2**shift_k * max_n |w[n, k]|`` plus ``max|bias|``."""
+        """Op ``Linear`` on ``x`` (:class:`Codes` or the pixels), ``AsymmetricLinear`` with asymmetric weights,
+        ``LogLinear`` on log codes; the declared accumulator bound sums each input channel's largest
+        ``|x - zp| * 2**shift_k`` (or decoded log weight) times ``max_n |w[n, k] - z_n|``, plus ``max|bias|``."""
         source = x.quantizer if isinstance(x, Codes) else _Pixels(x)
         name = x.name if isinstance(x, Codes) else x
         codes = self.codes.numpy()  # stored in the narrowest integer dtype holding them (int8 at 8 bits)
-        bias = self.int_bias.numpy().astype(np.int32)
+        asymmetric = self.weight_zero_points is not None
         scale = source.unit_scale
-        b.constant(f"{self.name}.weight", codes, bits=self.weight_quantizer.bits, signed=True, scale=self.scales)
-        b.constant(f"{self.name}.bias", bias, bits=32, signed=True, scale=scale * self.scales)
-        abs_codes = np.abs(codes.astype(np.int64))
-        inputs = [name, f"{self.name}.weight", f"{self.name}.bias"]
+        b.constant(f"{self.name}.weight", codes, bits=self.weight_quantizer.bits, signed=not asymmetric,
+                   scale=self.scales)
+        centred = codes.astype(np.int64)
+        if asymmetric or self.log_input:
+            zero_points = np.zeros(len(codes), np.int64) if not asymmetric else self.weight_zero_points.numpy()
+            b.constant(f"{self.name}.weight_zero_point", zero_points, bits=self.weight_quantizer.bits,
+                       signed=not asymmetric)
+            centred = centred - zero_points[:, None]
+        bias = self.int_bias.numpy().astype(np.int64 if self.log_input else np.int32)
+        b.constant(f"{self.name}.bias", bias, bits=64 if self.log_input else 32, signed=True,
+                   scale=scale * self.scales)
+        abs_codes = np.abs(centred)
+        if self.log_input:
+            return self._emit_log(b, name, source, abs_codes, bias)
+        inputs = [name, f"{self.name}.weight"] + ([f"{self.name}.weight_zero_point"] if asymmetric else [])
+        inputs.append(f"{self.name}.bias")
         shift = source.input_shift()
         if shift is None:
             bound = codes.shape[1] * source.span * int(abs_codes.max(initial=0))
+        elif asymmetric:
+            raise ValueError(f"{self.name}: asymmetric weights take an input without per-channel shifts")
         else:
             b.constant(f"{self.name}.x_shift", shift.astype(np.uint8), signed=False)
             inputs.append(f"{self.name}.x_shift")
             bound = source.span * int((abs_codes << shift.astype(np.int64)).sum(axis=1).max(initial=0))
         bound += int(np.abs(bias.astype(np.int64)).max(initial=0))
         acc = b.tensor(f"{self.name}.acc", signed_bits(bound), True, scale=scale * self.scales)
-        b.op("Linear", self.name, inputs, [acc], x_zero_point=int(source.zero_point))
+        b.op("AsymmetricLinear" if asymmetric else "Linear", self.name, inputs, [acc],
+             x_zero_point=int(source.zero_point))
         return Accumulator(acc, (scale * self.scales).numpy())
+
+    def _emit_log(self, b, name, source, abs_codes, bias) -> Accumulator:
+        """``LogLinear``: ``sum_k W[x_k] (w_nk - z_n) + bias_n``, ``W[c] = M[c] << (S - SH[c])``; an accumulator
+        wider than 31 bits is then narrowed by a rounding shift (op ``Requantize``, multiplier 1) so that the
+        residual add's per-channel multipliers fit."""
+        qp = source.qparams
+        shift_table, mantissa_table = source.log_tables(b, source.name)
+        largest = int(qp.mantissa_table.max()) << qp.max_shift
+        bound = largest * int(abs_codes.sum(axis=1).max(initial=0)) + int(np.abs(bias).max(initial=0))
+        scales = source.unit_scale * self.scales
+        acc = b.tensor(f"{self.name}.acc", signed_bits(bound), True, scale=scales)
+        inputs = [name, f"{self.name}.weight", f"{self.name}.weight_zero_point", f"{self.name}.bias", shift_table,
+                  mantissa_table]
+        b.op("LogLinear", self.name, inputs, [acc], max_shift=qp.max_shift)
+        drop = max(0, signed_bits(bound) - 31)
+        if not drop:
+            return Accumulator(acc, scales.numpy())
+        narrow = f"{self.name}.narrow"
+        b.constant(f"{narrow}.multiplier", np.ones(1, np.int32), signed=True)
+        b.constant(f"{narrow}.shift", np.full(1, drop, np.int8), signed=False)
+        narrowed = b.tensor(f"{self.name}.acc32", 32, True, scale=scales * 2.0**drop)
+        b.op("Requantize", narrow, [acc, f"{narrow}.multiplier", f"{narrow}.shift"], [narrowed], zero_point=0,
+             qmin=-(2**31), qmax=2**31 - 1, rounding=b.rounding)
+        return Accumulator(narrowed, (scales * 2.0**drop).numpy())
 
 
 class QuantLayerNorm(Layer):
@@ -207,16 +280,41 @@ class QuantLayerNorm(Layer):
     def __init__(self, context, name: str, norm: torch.nn.LayerNorm, output):
         super().__init__(context)
         self.name, self.norm, self.output = name, norm, output
+        self.reparam = None  # (r, beta): channel c's output divided by r[c], minus beta[c] (a method's choice)
+
+    def reparameterize(self, r: torch.Tensor, beta: torch.Tensor, consumer: "QuantLinear") -> None:
+        """RepQ-ViT's fold of a per-channel output quantizer into a per-tensor one: this LayerNorm's output channel
+        ``c`` becomes ``y_c / r_c - beta_c`` and ``consumer`` (the Linear reading it) takes ``W r`` and
+        ``b + W r beta``, so the float function is unchanged (float64)."""
+        r, beta = torch.as_tensor(r, dtype=torch.float64), torch.as_tensor(beta, dtype=torch.float64)
+        self.reparam = (r, beta)
+        consumer.fold_input_reparam(r, beta)
+
+    def restore_reparam(self, program, consumer: "QuantLinear") -> None:
+        values = program.metadata.get("quantizer_parameters", {}).get(f"{self.name}.reparam")
+        if values is not None:
+            self.reparameterize(torch.tensor(values["r"]), torch.tensor(values["beta"]), consumer)
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """float64 weight and bias, with a reparameterization ``(r, beta)`` applied: ``w / r``, ``b / r - beta``."""
+        weight, bias = self.norm.weight.double(), self.norm.bias.double()  # not detached: fast mode has gradients
+        if self.reparam is None:
+            return weight, bias
+        r, beta = self.reparam
+        return weight / r, bias / r - beta
 
     def compute(self, x):
         norm = self.norm
-        y = F.layer_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.bias.to(x.dtype), norm.eps)
+        weight, bias = (norm.weight, norm.bias) if self.context.mode == "float" else self.affine()
+        y = F.layer_norm(x, norm.normalized_shape, weight.to(x.dtype), bias.to(x.dtype), norm.eps)
         return self.context.point(self.output, y)
 
     def emit(self, b, x: Codes) -> Codes:
         source, out, name = x.quantizer, self.output, self.name
-        constants = layernorm_constants(self.norm.weight.detach().double().numpy(),
-                                        self.norm.bias.detach().double().numpy(), out.unit_scale)
+        weight, bias = (value.detach() for value in self.affine())
+        constants = layernorm_constants(weight.numpy(), bias.numpy(), out.unit_scale)
+        if self.reparam is not None:
+            b.parameters[f"{name}.reparam"] = {key: value.tolist() for key, value in zip(("r", "beta"), self.reparam)}
         shift = source.input_shift()
         alpha = np.zeros(self.norm.weight.numel(), np.uint8) if shift is None else shift.astype(np.uint8)
         b.constant(f"{name}.alpha", alpha, signed=False)
@@ -398,13 +496,18 @@ class QuantMlp(Layer):
         source, out, name = self.hidden, self.gelu, self.gelu.name
 
         def table(in_scale: float, out_scale: float) -> np.ndarray:
+            if log_codes:  # each input code's GELU value against the log quantizer's thresholds
+                reals = [gelu_real((code - source.zero_point) * in_scale) for code in range(source.qmin, source.qmax + 1)]
+                return out.encode_reals(np.array(reals))
             return build_gelu_lut(in_scale=in_scale, in_zero_point=source.zero_point, in_bits=source.qparams.bits,
                                   out_scale=out_scale, out_zero_point=out.zero_point, out_bits=out.qparams.bits)
 
+        log_codes = hasattr(out, "encode_reals")
+        out_bits = out.bits + 1 if log_codes else out.qparams.bits
         inputs = [source.name, f"{name}.table"]
         in_shift, out_shift = source.input_shift(), out.input_shift()
         if in_shift is None and out_shift is None:
-            b.constant(f"{name}.table", table(source.unit_scale, out.unit_scale), bits=out.qparams.bits, signed=False)
+            b.constant(f"{name}.table", table(source.unit_scale, out.unit_scale), bits=out_bits, signed=False)
         else:
             channels = len(in_shift if in_shift is not None else out_shift)
             zeros = np.zeros(channels, np.int64)
@@ -412,7 +515,7 @@ class QuantMlp(Layer):
                                 dim=1)
             used, rows = torch.unique(pairs, dim=0, return_inverse=True)  # sorted pairs: deterministic rows
             tables = [table(source.unit_scale * 2.0 ** int(a), out.unit_scale * 2.0 ** int(c)) for a, c in used.tolist()]
-            b.constant(f"{name}.table", np.stack(tables), bits=out.qparams.bits, signed=False)
+            b.constant(f"{name}.table", np.stack(tables), bits=out_bits, signed=False)
             b.constant(f"{name}.rows", rows.numpy(), signed=False)  # stored in the narrowest dtype
             inputs.append(f"{name}.rows")
         out.declare(b, name)

@@ -65,3 +65,4 @@ def _fqvit(qvit, batches, progress=None) -> None:
 
 
 register_method(Method("fqvit", _fqvit, "FQ-ViT post-training calibration: observers, PTF, LIS; no training"))
+

@@ -369,3 +369,4 @@ def make_quantizer(config, kind: str, name: str):
     """The quantizer of point ``name`` (a kind-``kind`` point) as ``config`` names it."""
     point = config.point(kind)
     return QUANTIZERS[point.quantizer].make(kind, name, point.bits, config)
+

@@ -11,7 +11,8 @@ API
     :class:`~intsim.ops.softmax.IExpConstants` and :class:`~intsim.ops.gelu.IGeluConstants`):
     :func:`requantize`, :func:`integer_matmul`, :func:`integer_linear`, :func:`isqrt`, :func:`ptf_layernorm`,
     :func:`int_exp`, :func:`log_int_softmax`, :func:`uniform_int_softmax`, :func:`lis_attention_values`,
-    :func:`lut_lookup`, :func:`i_gelu`, :func:`residual_add`; plus :func:`round_shift`, the twin of
+    :func:`lut_lookup`, :func:`i_gelu`, :func:`residual_add`, and the AdaLog ops of :mod:`intsim.ops.logquant`
+    (:func:`log_encode`, :func:`log_attention_values`, :func:`asymmetric_linear`, :func:`log_linear`); plus :func:`round_shift`, the twin of
     :func:`intsim.ops.rounding.rounding_shift_right_reference` and the ONE place where the torch side rounds.
 
 Integer contract (common to every twin)
@@ -34,7 +35,8 @@ Integer contract (common to every twin)
              (``half_up`` ties toward +inf, ``half_even`` ties to even, ``half_away`` ties away from zero),
              written as floor shift plus remainder test, so it never overflows int64.
 
-Float64 matmuls are exact (``integer_matmul``, ``integer_linear``, ``lis_attention_values``)
+Float64 matmuls are exact (``integer_matmul``, ``integer_linear``, ``lis_attention_values`` and the AdaLog
+products ``log_attention_values``, ``asymmetric_linear``, ``log_linear``)
     The product of the centred operands is computed with one float64 BLAS call (``torch.matmul`` on float64)
     when the exact Python-int bound ``K * max|a - a_zp| * max|b - b_zp|`` is ``<= 2**53``: every intermediate
     a BLAS forms (any order, blocking or FMA) is then an integer partial sum of magnitude ``<= 2**53``, which
@@ -44,8 +46,10 @@ Float64 matmuls are exact (``integer_matmul``, ``integer_linear``, ``lis_attenti
     float32 matmuls only, never to float64. Above ``2**53`` the product runs as an int64 ``torch.matmul`` on
     CPU; on CUDA (no int64 matmul there) as float64 matmuls on K-chunks of ``floor(2**53 / (A * B))`` columns
     summed in int64, and when even one term exceeds ``2**53`` (``A * B > 2**53``) it raises
-    ``NotImplementedError``. (Opt-in FP64 emulation in cuBLAS, e.g. the Ozaki scheme on newer GPUs, is not
-    covered by this argument; it is off by default.)
+    ``NotImplementedError``; the AdaLog twins (``log_attention_values``, ``asymmetric_linear``, ``log_linear``,
+    whose log weights reach ``2**62``) split the wider operand into limbs there instead (:func:`_limb_matmul`), so
+    they stay exact on CUDA whenever the int64 bound holds. (Opt-in FP64 emulation in cuBLAS, e.g. the Ozaki
+    scheme on newer GPUs, is not covered by this argument; it is off by default.)
 
 Memory: the row-wise ops (softmax, LayerNorm) process the rows in chunks of about ``2**22`` elements, so that
 their int64 temporaries stay near 32 MB per tensor whatever the batch.
@@ -61,6 +65,12 @@ from intsim.limits import LIS_ZERO_CODE as ZERO_CODE
 from intsim.ops._checks import as_int_array, check_in_range, check_int
 from intsim.ops.gelu import check_i_gelu, check_lut_lookup
 from intsim.ops.isqrt import check_isqrt_input
+from intsim.ops.logquant import (
+    check_asymmetric_linear,
+    check_log_attention_values,
+    check_log_encode,
+    check_log_linear,
+)
 from intsim.ops.layernorm import (
     NORM_FRACTION_BITS,
     RECIPROCAL_BITS,
@@ -100,6 +110,10 @@ __all__ = [
     "lut_lookup",
     "i_gelu",
     "residual_add",
+    "log_encode",
+    "log_attention_values",
+    "asymmetric_linear",
+    "log_linear",
 ]
 
 ROW_CHUNK_ELEMENTS = 2**22  # row-wise ops work on about this many elements at a time
@@ -294,6 +308,46 @@ def _centred_matmul(a_c, b_c, a_abs: int, b_abs: int, *, f64_exact: int = FLOAT6
         out += part.to(torch.int64)  # each part is exact (<= 2**53); the running sum is bounded by the proof
     return out
 
+
+def _limb_matmul(a_c, b_c, a_abs: int, b_abs: int, *, f64_exact: int = FLOAT64_EXACT,
+                 int64_matmul: bool | None = None) -> torch.Tensor:
+    """Exact int64 ``a_c @ b_c`` like :func:`_centred_matmul`, also where one product exceeds ``f64_exact`` on a
+    device without int64 matmul (CUDA): the wider operand is split into sign and magnitude, ``a = p - n`` with
+    ``p, n >= 0`` (never both non-zero in one element), and each magnitude into ``L``-bit limbs
+    (``p = sum_i d_i 2**(iL)``), ``L = bitlen(f64_exact) - 1 - bitlen(b_abs)``, so that every limb product is exact
+    in float64 (:func:`_centred_matmul`'s K-chunks); the limb products are shifted and summed in int64.
+
+    No intermediate leaves int64 when ``K * a_abs * b_abs`` fits (the callers proved it): the lower limbs cover at
+    most ``bitlen(a_abs) - 1`` bits, so every running sum is ``(x mod 2**(jL)) @ b`` or ``p @ b - (n mod 2**(jL)) @ b``
+    with per-element factors of magnitude ``<= a_abs``, and the top limb's part is ``(x >> s) << s <= x``.
+    """
+    if int64_matmul is None:
+        int64_matmul = a_c.device.type == "cpu"
+    k = a_c.shape[-1]
+    if int64_matmul or k * a_abs * b_abs <= f64_exact or a_abs * b_abs <= f64_exact:
+        return _centred_matmul(a_c, b_c, a_abs, b_abs, f64_exact=f64_exact, int64_matmul=int64_matmul)
+    if b_abs > a_abs:  # split the wider operand: (a @ b) = (b^T @ a^T)^T
+        return _limb_matmul(b_c.transpose(-1, -2), a_c.transpose(-1, -2), b_abs, a_abs, f64_exact=f64_exact,
+                            int64_matmul=False).transpose(-1, -2)
+    width = f64_exact.bit_length() - 1 - b_abs.bit_length()  # (2**width) * b_abs <= f64_exact
+    if width < 1:
+        return _centred_matmul(a_c, b_c, a_abs, b_abs, f64_exact=f64_exact, int64_matmul=False)  # raises
+    mask, top = (1 << width) - 1, a_abs.bit_length()
+    out = None
+    for sign, magnitude in ((1, a_c.clamp_min(0)), (-1, (-a_c).clamp_min(0))):
+        if sign < 0 and not bool((a_c < 0).any()):
+            break
+        start = 0
+        while True:
+            last = start + width >= top
+            limb = (magnitude >> start) if last else (magnitude >> start) & mask
+            limb_abs = (a_abs >> start) if last else mask
+            part = _centred_matmul(limb, b_c, limb_abs, b_abs, f64_exact=f64_exact, int64_matmul=False) << start
+            out = part if out is None else (out + part if sign > 0 else out - part)
+            if last:
+                break
+            start += width
+    return out
 
 def _matmul(a: TensorOperand, b: TensorOperand, a_zero_point, b_zero_point, bias, op,
             names=("a", "b", "a_zero_point", "b_zero_point")) -> torch.Tensor:
@@ -600,3 +654,77 @@ def residual_add(a, b, *, a_zero_point, b_zero_point, a_multiplier, b_multiplier
     total = (a2 - p.a_zero_point) * ma + (b2 - p.b_zero_point) * mb
     rounded = _round_shift(total, shifts, p.mode)
     return torch.clamp(rounded + p.out_zero_point, p.qmin, p.qmax).reshape(a.shape)
+
+
+# ------------------------------------------------------------------------------------------------- logquant
+
+
+def log_encode(x, thresholds) -> torch.Tensor:
+    """Torch twin of :func:`intsim.ops.logquant.log_encode`: ``#{k : x < T_k}`` (ties ``x == T_k`` not counted), int64.
+
+    ``x`` non-negative integer codes of any shape, ``thresholds`` ``(2**b,)`` non-increasing (validated by
+    :func:`~intsim.ops.logquant.check_log_encode`); a binary search (``torch.searchsorted``, right side) on the
+    ascending thresholds: ``L - #{k : T_k <= x}``.
+    """
+    op = "log_encode"
+    x = TensorOperand(x, "x", op)
+    t = check_log_encode(x, _param(thresholds, "thresholds", op), op)
+    ascending = _on(x.device, np.ascontiguousarray(t[::-1]))
+    below = torch.searchsorted(ascending, x.tensor.reshape(-1).contiguous(), right=True)
+    return (t.shape[0] - below).reshape(x.shape)
+
+
+def log_attention_values(codes, v, shift, mantissa, *, v_zero_point, max_shift) -> torch.Tensor:
+    """Torch twin of :func:`intsim.ops.logquant.log_attention_values`: exact ``sum_j W[c_ij] * (v_j - zp)``, int64.
+
+    ``W = M << (max_shift - SH)`` (``W[2**b] = 0``) gathered from the codes, then one exact matmul with
+    ``v - zp`` (:func:`_centred_matmul`); bound ``M * max(W) * max|v - zp|`` proved by
+    :func:`~intsim.ops.logquant.check_log_attention_values`.
+    """
+    op = "log_attention_values"
+    codes = TensorOperand(codes, "codes", op)
+    v = TensorOperand(v, "v", op, codes.device)
+    zp, table, v_abs = check_log_attention_values(codes, v, _param(shift, "shift", op), _param(mantissa, "mantissa", op),
+                                                  v_zero_point, max_shift, op)
+    weights = _on(codes.device, table)[codes.tensor]
+    return _limb_matmul(weights, v.tensor - zp, int(table.max()), v_abs)
+
+
+def _linear_rows(x: TensorOperand) -> torch.Tensor:
+    return x.tensor.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+
+
+def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0) -> torch.Tensor:
+    """Torch twin of :func:`intsim.ops.logquant.asymmetric_linear`: exact ``(x - x_zp) @ (w - wzp).T + bias``, int64.
+
+    ``x (..., K)``, ``weight (N, K)`` with a per-row zero point ``(N,)`` (int32), ``bias`` int32 ``(N,)``; the bound
+    ``K * max|x - x_zp| * max|w - wzp| + max|bias|`` is proved by :func:`~intsim.ops.logquant.check_asymmetric_linear`.
+    """
+    op = "asymmetric_linear"
+    x = TensorOperand(x, "x", op)
+    weight = TensorOperand(weight, "weight", op, x.device)
+    weight_t = weight.view(weight.tensor.t()) if len(weight.shape) == 2 else weight
+    c = check_asymmetric_linear(x, weight_t, _param(weight_zero_point, "weight_zero_point", op),
+                                _param(bias, "bias", op), x_zero_point, op)
+    centred_w = weight_t.tensor - _on(x.device, c.weight_zero_point)[None, :]
+    out = _limb_matmul(_linear_rows(x) - c.x_zero_point, centred_w, c.x_abs, c.w_abs)
+    return (out + _on(x.device, c.bias)).reshape(x.shape[:-1] + (weight.shape[0],))
+
+
+def log_linear(x, weight, weight_zero_point, bias, shift, mantissa, *, max_shift) -> torch.Tensor:
+    """Torch twin of :func:`intsim.ops.logquant.log_linear`: exact ``sum_k W[x_k] * (w_nk - wzp_n) + bias_n``, int64.
+
+    ``x (..., K)`` log codes ``0..2**b``, ``weight (N, K)``, ``weight_zero_point (N,)`` int32, ``bias (N,)`` int64;
+    the bound ``K * max(W) * max|w - wzp| + max|bias|`` (bias included: the final add cannot wrap) is proved by
+    :func:`~intsim.ops.logquant.check_log_linear`.
+    """
+    op = "log_linear"
+    x = TensorOperand(x, "x", op)
+    weight = TensorOperand(weight, "weight", op, x.device)
+    weight_t = weight.view(weight.tensor.t()) if len(weight.shape) == 2 else weight
+    c = check_log_linear(x, weight_t, _param(weight_zero_point, "weight_zero_point", op), _param(bias, "bias", op),
+                         _param(shift, "shift", op), _param(mantissa, "mantissa", op), max_shift, op)
+    centred_w = weight_t.tensor - _on(x.device, c.weight_zero_point)[None, :]
+    weights = _on(x.device, c.table)[_linear_rows(x)]
+    out = _limb_matmul(weights, centred_w, c.x_abs, c.w_abs)
+    return (out + _on(x.device, c.bias)).reshape(x.shape[:-1] + (weight.shape[0],))

@@ -31,6 +31,7 @@ import torch
 
 from intsim.quant.configs import QuantConfig, config_from_metadata, validate_config
 from intsim.quant.layers import CALIBRATION_DTYPE, MODES, Head, PatchEmbedding, QuantBlock, QuantContext, QuantLinear
+import intsim.quant.registered  # noqa: F401  (every shipped quantizer and method, registered)
 
 __all__ = ["CALIBRATION_DTYPE", "QuantViT", "unsupported_reason"]
 
@@ -140,6 +141,13 @@ class QuantViT(torch.nn.Module):
         """The residual-stream point that feeds LayerNorm 1 of block ``index`` (``norm.input`` after the last)."""
         return f"blocks.{index}.norm1.input" if index < depth else "norm.input"
 
+    def layernorm_consumers(self):
+        """``(LayerNorm, the Linear that reads its output)`` pairs, in model order (a reparameterization's pairs)."""
+        for block in self.blocks:
+            yield block.norm1, block.attn.qkv
+            yield block.norm2, block.mlp.fc1
+        yield self.head.norm, self.head.linear
+
     @classmethod
     def from_program(cls, model, program) -> "QuantViT":
         """The fast fake-quant model of an exported ``program`` on ``model`` (same architecture): configuration,
@@ -156,6 +164,8 @@ class QuantViT(torch.nn.Module):
                              f" of the {len(needed)} this model quantizes")
         for name, quantizer in qvit.points.items():
             quantizer.restore(program, name)
+        for norm, consumer in qvit.layernorm_consumers():
+            norm.restore_reparam(program, consumer)
         for linear in qvit.linears_q.values():
             linear.restore(program)
         qvit.embed.restore(program)
@@ -167,7 +177,7 @@ class QuantViT(torch.nn.Module):
     def calibrate(self, batches, progress=None) -> None:
         """The configuration's method over ``batches`` of uint8 pixels: fixes every quantizer and quantizes the
         weights. Deterministic for the same batches."""
-        from intsim.quant.methods import METHODS
+        from intsim.quant.registered import METHODS
 
         METHODS[self.config.method].calibrate(self, batches, progress)
         self.mode = "fast"

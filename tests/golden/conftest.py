@@ -10,12 +10,12 @@ import pytest
 from golden_helpers import COMMITTED, COMMITTED_PROGRAM
 
 
-def _program(config: str):
+def _program(config: str, **overrides):
     pytest.importorskip("torch")
     from intsim.evaluate import quantize
     from intsim.quant.configs import make_config
 
-    return quantize(None, None, None, make_config(config), workers=0)[1]
+    return quantize(None, None, None, make_config(config, **overrides), workers=0)[1]
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +32,24 @@ def lis_program():
 def uniform_program():
     """The embedded digits model, fqvit-w8a8a8 (the 8-bit uniform softmax)."""
     return _program("fqvit-w8a8a8")
+
+
+@pytest.fixture(scope="session")
+def adalog_program():
+    """The embedded digits model, adalog-w4a4 at a small search budget (its log-domain kinds: LogEncode,
+    LogAttentionValues, AsymmetricLinear, LogLinear)."""
+    return _program("adalog-w4a4", search_rounds=1, search_steps=2)
+
+
+@pytest.fixture(scope="session")
+def adalog_golden(adalog_program, tmp_path_factory) -> Path:
+    """A golden tree of the adalog-w4a4 Program on held-out image 0."""
+    from intsim.golden.cli import load_images
+    from intsim.golden.writer import write_golden
+
+    output = tmp_path_factory.mktemp("adalog") / "golden"
+    write_golden(adalog_program, load_images(adalog_program, None, 1), output, progress=False)
+    return output
 
 
 @pytest.fixture(scope="session")

@@ -39,10 +39,11 @@ def _first_op_of_each_kind(manifest: dict) -> dict[str, dict]:
     return found
 
 
-def test_a_flipped_bit_is_reported_at_exactly_that_op_for_every_op_kind(lis_golden, uniform_golden, tmp_path, capsys):
+def test_a_flipped_bit_is_reported_at_exactly_that_op_for_every_op_kind(lis_golden, uniform_golden, adalog_golden,
+                                                                       tmp_path, capsys):
     covered = set()
     rng = np.random.default_rng(0)
-    for golden in (lis_golden, uniform_golden):  # the second adds UniformSoftmax
+    for golden in (lis_golden, uniform_golden, adalog_golden):  # UniformSoftmax, then the log-domain kinds
         manifest = read_manifest(golden)
         dut = _npy_dut(golden, tmp_path / f"dut_{golden.parent.name}")
         for kind, op in _first_op_of_each_kind(manifest).items():

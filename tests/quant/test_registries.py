@@ -75,11 +75,15 @@ def test_every_kind_of_point_has_a_quantizer_and_the_table_covers_them():
 @pytest.mark.parametrize("kind, quantizer, bits", CHOICES, ids=[f"{k}-{q}-{b}" for k, q, b in CHOICES])
 def test_every_quantizer_at_every_bit_width_exports_and_runs_bit_exact(kind, quantizer, bits, pixels):
     base = CONFIGS["fqvit-w8a8a8"] if quantizer != "lis" else CONFIGS["fqvit-w8a8a4"]
+    if quantizer == "asymmetric_channel":  # its integer GEMM takes no per-channel input shifts: no PTF inputs
+        base = replace(CONFIGS["adalog-w6a6"], method="fqvit")
     config = validate_config(replace(base, name=f"{kind}-{quantizer}-{bits}", **{kind: Point(quantizer, bits)}))
     qvit, program = _program(config, pixels)
     spec = program.tensors[next(name for name, q in qvit.points.items() if q.kind == kind)] if kind != "weights" \
         else program.tensors["blocks.0.attn.qkv.weight"]
-    if quantizer != "lis":  # LIS codes are 5-bit (0..16) whatever it is called
+    if quantizer in ("adalog", "log2"):  # b-bit log codes plus the zero code 2**b
+        assert spec.bits == bits + 1
+    elif quantizer != "lis":  # LIS codes are 5-bit (0..16) whatever it is called
         assert spec.bits == bits
     _assert_bit_exact(program, pixels)
 
