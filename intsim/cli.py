@@ -160,8 +160,8 @@ def _add_model(parser, *, calib: bool) -> None:
         parser.add_argument("--wbits", type=int, help="weight bits (2..8), overriding the configuration")
         parser.add_argument("--abits", type=int, help="activation bits (2..8; the residual stream and the GELU index "
                                                       "follow where they had the activation bits)")
-        parser.add_argument("--softmax", help="attention-probability quantizer: lis (Log-Int-Softmax, 4 bits) or "
-                                              "uniform_softmax (2..8 bits)")
+        parser.add_argument("--softmax", help="attention-probability quantizer: lis (Log-Int-Softmax, 4 bits), "
+                                              "uniform_softmax (2..8 bits), adalog (2..6) or log2 (2..4)")
         parser.add_argument("--attn-bits", type=int, help="attention-probability bits (lis: 4 only; uniform_softmax: 2..8)")
         parser.add_argument("--observer", help="activation observer: minmax, ema, percentile, omse")
         parser.add_argument("--rounding", help="rounding of every requantization: half_up, half_even, half_away")
