@@ -54,6 +54,12 @@ def _uniform_softmax(view: OpView) -> list[tuple]:
 
 def _attention_values(view: OpView) -> list[tuple]:
     probs, v = view.inputs
+    return [attention_values_shape(view, probs, v)]
+
+
+def attention_values_shape(view: OpView, probs, v) -> tuple:
+    """The checks every ``attn @ V`` kind shares: probabilities ``(B, heads, N, M)`` against ``v (B, M, C)``, the
+    ``heads`` attribute, ``heads`` dividing ``C`` and ``v_zero_point``; returns the output shape ``(B, N, C)``."""
     batch, heads, queries, keys = s.axes(probs, "(batch, heads, tokens, tokens)")
     _, tokens, channels = s.axes(v, "(batch, tokens, channels)")
     if heads != view.attrs["heads"]:
@@ -62,7 +68,7 @@ def _attention_values(view: OpView) -> list[tuple]:
         raise s.operand_error(v, f"{keys} tokens (the last axis of {probs.name!r})", tokens)
     s.heads_dividing(view, channels)
     s.zero_point_of(view, "v_zero_point", v)
-    return [(batch, queries, channels)]
+    return (batch, queries, channels)
 
 
 # ------------------------------------------------------------------------------------------------ executors

@@ -14,6 +14,7 @@ import numpy as np
 from intsim import limits
 from intsim import op_schema as s
 from intsim.kinds.base import OpKind, max_abs, merge_heads, span, split_heads
+from intsim.kinds.attention import attention_values_shape
 from intsim.op_schema import Operand, OpSchema, OpView
 
 __all__ = ["KINDS"]
@@ -62,16 +63,9 @@ def _log_encode(view: OpView) -> list[tuple]:
 def _log_attention_values(view: OpView) -> list[tuple]:
     probs, v, shift, mantissa = view.inputs
     zero = _log_tables(view, shift, mantissa)
-    batch, heads, queries, keys = s.axes(probs, "(batch, heads, tokens, tokens)")
-    _, tokens, channels = s.axes(v, "(batch, tokens, channels)")
-    if heads != view.attrs["heads"]:
-        raise s.attribute_error("heads", f"{heads} (the heads axis of {probs.name!r})", view.attrs["heads"])
-    if tokens != keys:
-        raise s.operand_error(v, f"{keys} tokens (the last axis of {probs.name!r})", tokens)
-    s.heads_dividing(view, channels)
+    shape = attention_values_shape(view, probs, v)
     _log_codes(probs, zero)
-    s.zero_point_of(view, "v_zero_point", v)
-    return [(batch, queries, channels)]
+    return [shape]
 
 
 def _linear_shapes(x: s.OperandView, weight: s.OperandView, weight_zero_point: s.OperandView,

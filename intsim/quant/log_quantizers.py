@@ -72,9 +72,16 @@ class LogQParams:
     scale: float = 1.0
     offset: float = 0.0
 
+    zero_point = 0  # the integer view shared with the uniform quantizers: codes 0..2**b, no zero point
+    qmin = 0
+
     @property
     def zero_code(self) -> int:
         return 2**self.bits
+
+    @property
+    def qmax(self) -> int:
+        return self.zero_code
 
     @property
     def denominator(self) -> int:
@@ -188,26 +195,11 @@ class LogActivationQuantizer(_LogCodes, ActivationQuantizer):
     def unit_scale(self) -> float:
         return self.qparams.unit_scale
 
-    @property
-    def zero_point(self) -> int:
-        return 0
-
-    @property
-    def qmin(self) -> int:
-        return 0
-
-    @property
-    def qmax(self) -> int:
-        return self.qparams.zero_code
-
     def input_shift(self):
         return None
 
     def scale_array(self):
         return self.qparams.unit_scale
-
-    def quantize_constant(self, x):
-        return self.qparams.quantize(x)
 
     def encode_reals(self, reals: np.ndarray) -> np.ndarray:
         """Plan time (the GELU table): codes of float64 ``reals`` by the decimal thresholds."""
