@@ -16,10 +16,12 @@ ptq_methods.md`` sections 1.4-1.5, with the choices below):
 3. every Linear is finished (weights quantized, biases on the accumulator grid, fc2's ``-W_q eta`` folded in).
 
 Choices where intsim differs from AdaLog's code (stated in ``docs/quantization.md``): q, k and v are per tensor
-(intsim's attention ops take one zero point per operand; AdaLog: per head); there is no post-LayerNorm
-reparameterization yet; the post-softmax scale is 1 (AdaLog's too); ``q`` is bounded by the 48-bit exact
-accumulator rule (:func:`intsim.quant.log_quantizers.largest_q`); the activation searches rank candidates on a
-seeded subsample of ``search_tokens`` rows (the weight search uses Gram matrices of all rows).
+(intsim's attention ops take one zero point per operand; AdaLog: per head); the post-LayerNorm channel-wise
+search is folded RepQ-ViT-style into the LayerNorm affine and the next Linear (:meth:`AdaLogSearch.reparameterize`);
+the post-softmax scale is 1 (AdaLog's too); ``q`` is bounded by the 48-bit exact accumulator rule
+(:func:`intsim.quant.log_quantizers.largest_q`); the activation searches rank candidates on a seeded subsample of
+``search_tokens`` rows (the weight search uses Gram matrices of all rows). The candidates' errors are computed by
+the float64 kernels of :mod:`intsim.quant.search_kernels` and, for ``q k^T``, in Gram form.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from intsim.quant.fpcs import GramError, fpcs, percentile_scale_grid
 from intsim.quant.log_quantizers import GELU_SHIFT, LogActivationQuantizer, LogQParams, LogSoftmaxQuantizer, largest_q
 from intsim.quant.methods import Method, observe, register_method
 from intsim.quant.qparams import QParams, snap_scale
+from intsim.quant.search_kernels import fake_uniform, log_decode, uniform_candidate_rows, uniform_rows_error
 
 __all__ = ["AdaLogSearch"]
 
@@ -66,9 +69,7 @@ def weight_candidates(weight: np.ndarray, bits: int):
 
 def quantized_rows(weight: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, bits: int) -> np.ndarray:
     """Dequantized candidate rows ``(N, C, K)``: ``(clamp(rhe(w / s) + z, 0, 2**b - 1) - z) * s``."""
-    s, z = scales[:, :, None], zero_points[:, :, None]
-    codes = np.clip(np.round(weight[:, None, :] / s) + z, 0, 2**bits - 1)
-    return (codes - z) * s
+    return uniform_candidate_rows(weight, scales, zero_points, bits)
 
 
 def activation_candidates(rows: np.ndarray, bits: int):
@@ -87,13 +88,21 @@ def activation_candidates(rows: np.ndarray, bits: int):
     return np.repeat(scales, zero_points, axis=1), zps.reshape(rows.shape[0], -1).astype(np.int64), spacing
 
 
-def fake_uniform(x: np.ndarray, scale: float, zero_point: int, bits: int) -> np.ndarray:
-    """``(clamp(rhe(x / s) + z, 0, 2**b - 1) - z) * s`` (QParams' rounding)."""
-    return (np.clip(np.round(x / scale) + zero_point, 0, 2**bits - 1) - zero_point) * scale
-
-
 def uniform_qparams(scale: float, zero_point: int, bits: int) -> QParams:
     return QParams(snap_scale(float(scale)), int(zero_point), bits, False)
+
+
+def _product_error(other: np.ndarray, reference: np.ndarray):
+    """``error(x) = sum((x @ other^T - reference)**2)`` over batched heads ``(..., T, D)``, in the Gram form
+    ``sum(x * (x G)) - 2 sum(x * (reference @ other)) + sum(reference**2)`` with ``G = other^T other`` (a
+    ``D x D`` product per head instead of ``T x T``)."""
+    gram = other.transpose(0, 1, 3, 2) @ other
+    cross = reference @ other
+    constant = float((reference**2).sum())
+
+    def error(x: np.ndarray) -> float:
+        return float(((x @ gram) * x).sum() - 2.0 * (x * cross).sum()) + constant
+    return error
 
 
 # ------------------------------------------------------------------------------------------ the search
@@ -137,7 +146,7 @@ class AdaLogSearch:
         scales, zps, spacing = weight_candidates(weight, bits)
         if quantized_input is None:
             def error(s, z):
-                return ((quantized_rows(weight, s, z, bits) - weight[:, None, :]) ** 2).sum(axis=-1)
+                return uniform_rows_error(weight, s, z, bits)
         else:
             gram = GramError.of(quantized_input, reference_input, weight)
 
@@ -192,8 +201,7 @@ class AdaLogSearch:
         scales, zps, spacing = activation_candidates(columns, bits)
 
         def error(s, z):
-            values = fake_uniform(columns[:, None, :], s[:, :, None], z[:, :, None], bits)
-            return ((values - columns[:, None, :]) ** 2).sum(axis=-1)
+            return uniform_rows_error(columns, s, z, bits)
         best_s, best_z, _ = fpcs(scales, zps, spacing, error, keep=KEEP, steps=self.steps, min_scale=1e-6)
         s_star = float(best_s.mean())
         z_star = float(np.round(best_z.mean()))
@@ -224,7 +232,7 @@ class AdaLogSearch:
 
         def decoded(q, s):
             qp = LogQParams(bits, int(q), float(s), GELU_SHIFT)
-            return (qp.dequantize(qp.quantize(torch.as_tensor(sample))).numpy() - GELU_SHIFT)
+            return log_decode(sample, qp.offset, qp.thresholds.numpy()[::-1], qp.values.numpy())
 
         def error(s, qs):
             out = np.empty(s.shape[1])
@@ -266,22 +274,22 @@ class AdaLogSearch:
         reference_values = probs @ vh
         kq, vq = kh, vh
         for _ in range(self.rounds):
-            qq = self._search_operand(attention.q, qh, lambda cand: cand @ kq.transpose(0, 1, 3, 2), reference_scores)
-            kq = self._search_operand(attention.k, kh, lambda cand: qq @ cand.transpose(0, 1, 3, 2), reference_scores)
+            qq = self._search_operand(attention.q, qh, _product_error(kq, reference_scores))
+            kq = self._search_operand(attention.k, kh, _product_error(qq, reference_scores.transpose(0, 1, 3, 2)))
             if isinstance(attention.probs, LogSoftmaxQuantizer):
                 self._search_softmax(attention.probs, probs, vq, reference_values)
             pq = self._decode_probs(attention.probs, probs)
-            vq = self._search_operand(attention.v, vh, lambda cand: pq @ cand, reference_values)
+            vq = self._search_operand(attention.v, vh, lambda cand: float(((pq @ cand - reference_values) ** 2).sum()))
             progress.update(1)
 
-    def _search_operand(self, quantizer, x, output, reference) -> np.ndarray:
+    def _search_operand(self, quantizer, x, output_error) -> np.ndarray:
+        """FPCS of a per-tensor uniform attention operand ``x`` by ``output_error(fake-quantized x)``."""
         bits = quantizer.bits
         flat = x.reshape(-1)
         scales, zps, spacing = activation_candidates(_subsample(flat[:, None], 200_000, self.rng).reshape(1, -1), bits)
 
         def error(s, z):
-            return np.array([[float(((output(fake_uniform(x, s[0, i], z[0, i], bits)) - reference) ** 2).sum())
-                              for i in range(s.shape[1])]])
+            return np.array([[output_error(fake_uniform(x, s[0, i], z[0, i], bits)) for i in range(s.shape[1])]])
         best_s, best_z, _ = fpcs(scales, zps, spacing, error, keep=KEEP, steps=self.steps, min_scale=1e-4)
         quantizer.qparams = uniform_qparams(best_s[0], best_z[0], bits)
         return fake_uniform(x, quantizer.qparams.scale, quantizer.qparams.zero_point, bits)
