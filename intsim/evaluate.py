@@ -304,8 +304,22 @@ def float_logits(qvit, batches) -> list[np.ndarray]:
     return [qvit.run_float(torch.as_tensor(batch.pixels)).numpy() for batch in batches]
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def kl_to_float_sum(logits: np.ndarray, float_logits: np.ndarray) -> float:
+    """``sum over images of KL(float prediction || prediction)`` in nats (float64): the divergence of a quantized
+    model's class distribution from the float model's, the finer companion of top-1 agreement."""
+    reference = _log_softmax(np.asarray(float_logits, np.float64))
+    return float((np.exp(reference) * (reference - _log_softmax(np.asarray(logits, np.float64)))).sum())
+
+
 def evaluate(qvit, program: Program, batches, *, float_logits=None, progress=None, seconds: dict | None = None) -> dict:
-    """Top-1/top-5 (%) of the float model, the fast fake-quant model and the integer Program on the same images.
+    """Top-1/top-5 (%) of the float model, the fast fake-quant model and the integer Program on the same images,
+    their top-1 agreement and ``kl_to_float`` (mean KL of the float model's class distribution to theirs, nats;
+    the integer logits are dequantized at the logits' scale).
 
     Optional: ``float_logits``, one array per batch from :func:`float_logits` (the float model is then not run);
     ``progress``, a tqdm bar advanced by the images of each batch (default: an own bar per batch);
@@ -333,6 +347,8 @@ def evaluate(qvit, program: Program, batches, *, float_logits=None, progress=Non
         check_batch_labels(batches, num_classes)  # before any model runs: a wrong label is not a wrong answer
     hits = defaultdict(int)
     agree = defaultdict(int)
+    divergence = defaultdict(float)
+    logit_scale = np.asarray(program.tensors[program.output_names[0]].scale, np.float64)
     images = 0
     for index, batch in enumerate(batches if progress is not None else tqdm(batches, desc="evaluating", unit="batch")):
         pixels = torch.as_tensor(batch.pixels)
@@ -347,6 +363,8 @@ def evaluate(qvit, program: Program, batches, *, float_logits=None, progress=Non
         for name, logits in outputs.items():
             hits[f"{name}.top1"] += _topk_hits(logits, batch.labels, 1)
             hits[f"{name}.top5"] += _topk_hits(logits, batch.labels, 5)
+        divergence["fakequant"] += kl_to_float_sum(outputs["fakequant"], outputs["float"])
+        divergence["integer"] += kl_to_float_sum(outputs["integer"] * logit_scale, outputs["float"])
         agree["integer_vs_float"] += int((top1["integer"] == top1["float"]).sum())
         agree["integer_vs_fakequant"] += int((top1["integer"] == top1["fakequant"]).sum())
         images += len(batch.labels)
@@ -356,6 +374,7 @@ def evaluate(qvit, program: Program, batches, *, float_logits=None, progress=Non
     for name in ("float", "fakequant", "integer"):
         result[name] = {k: 100.0 * hits[f"{name}.{k}"] / images for k in ("top1", "top5")}
     result["top1_agreement"] = {k: 100.0 * v / images for k, v in agree.items()}
+    result["kl_to_float"] = {k: v / images for k, v in divergence.items()}
     return result
 
 

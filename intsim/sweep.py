@@ -117,7 +117,7 @@ def _measure(shared: _Shared, config, bar) -> tuple[dict, dict]:
         return {"config": asdict(config), "error": message}, {"total_s": time.perf_counter() - started}
     seconds.update({f"{name}_s": value for name, value in evaluated.items()})
     seconds["total_s"] = time.perf_counter() - started
-    row = {"config": asdict(config), **{key: result[key] for key in (*PIPELINES, "top1_agreement")},
+    row = {"config": asdict(config), **{key: result[key] for key in (*PIPELINES, "top1_agreement", "kl_to_float")},
            "program_sha256": program.sha256()}
     return row, seconds
 
@@ -130,7 +130,8 @@ def run_sweep(model_name: str | None, weights: str | None, calib: str | None, da
     Keys: ``intsim_version``, ``model``, ``weights``, ``data``, ``calib``, ``settings`` (the command's options),
     ``images``, ``calibration_images``, ``float`` (top-1/top-5 %), ``configs`` -> name -> ``config`` (every
     field), ``float`` / ``fakequant`` / ``integer`` -> ``top1`` / ``top5`` (%), ``top1_agreement`` ->
-    ``integer_vs_float`` / ``integer_vs_fakequant`` (%), ``program_sha256`` (or ``same_as``, or ``error`` for a
+    ``integer_vs_float`` / ``integer_vs_fakequant`` (%), ``kl_to_float`` -> ``fakequant`` / ``integer`` (mean KL of the
+    float model's class distribution to theirs, nats), ``program_sha256`` (or ``same_as``, or ``error`` for a
     configuration that could not be quantized), and ``timing`` (seconds; the only part that varies between runs).
     Models and folders as in :mod:`intsim.evaluate` (``None``: the embedded digits ViT and its own images).
     """
@@ -211,7 +212,13 @@ def _describe(values: dict) -> list[str]:
 
 
 _COLUMNS = ("configuration", "weights/acts", "observer", "LayerNorm input", "fc1/GELU", "softmax", "fake-quant top-1",
-            "integer top-1", "integer top-5", "Δ integer vs float", "agree int/float", "agree int/fake-quant", "seconds")
+            "integer top-1", "integer top-5", "Δ integer vs float", "agree int/float", "agree int/fake-quant",
+            "KL int/float", "seconds")
+
+
+def _kl_cell(row: dict) -> str:
+    kl = row.get("kl_to_float", {}).get("integer")  # absent in sweeps written before it was measured
+    return "" if kl is None else f"{kl:.4f}"
 
 
 def _markdown_row(cells) -> str:
@@ -228,7 +235,8 @@ def results_markdown(results: dict) -> str:
         f"`{results['calib']}`; intsim {results['intsim_version']}.",
         f"Float model: top-1 **{reference['top1']:.2f} %**, top-5 {reference['top5']:.2f} %. "
         "fake-quant = the fast float32 fake-quant model; integer = the exported Program run by the interpreter. "
-        "Agreement = same top-1 class. Accuracies and agreements in %.",
+        "Agreement = same top-1 class. Accuracies and agreements in %. KL = mean KL(float || integer) of the class "
+        "distributions, nats (finer than top-1 on small image sets).",
         "",
         _markdown_row(_COLUMNS),
         _markdown_row(["---"] * 6 + ["---:"] * (len(_COLUMNS) - 6)),
@@ -244,7 +252,8 @@ def results_markdown(results: dict) -> str:
                 cells[0] += f" (= `{row['same_as']}`)"
             cells += [f"{row['fakequant']['top1']:.2f}", f"**{row['integer']['top1']:.2f}**", f"{row['integer']['top5']:.2f}",
                       f"{row['integer']['top1'] - reference['top1']:+.2f}", f"{agree['integer_vs_float']:.2f}",
-                      f"{agree['integer_vs_fakequant']:.2f}", "" if seconds is None else f"{seconds:.0f}"]
+                      f"{agree['integer_vs_fakequant']:.2f}", _kl_cell(row),
+                      "" if seconds is None else f"{seconds:.0f}"]
         lines.append(_markdown_row(cells))
     timing = results["timing"]
     lines += ["", f"Total {timing['total_s']:.0f} s (decoding {timing['decode_s']:.0f} s, float model "

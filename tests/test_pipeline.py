@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
 from intsim.data import Preprocess  # noqa: E402
-from intsim.evaluate import check_program, evaluate, labelled_batches, model_mismatch, quantize  # noqa: E402
+from intsim.evaluate import (check_program, evaluate, kl_to_float_sum, labelled_batches, model_mismatch,  # noqa: E402
+                             quantize)
 from intsim.interpreter import run_program  # noqa: E402
 from intsim.models.digits import digits_heldout  # noqa: E402
 from intsim.ops.rounding import ROUNDING_MODES  # noqa: E402
@@ -88,11 +89,11 @@ def random_pixels(count: int, size: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(count, 3, size, size), dtype=np.uint8)
 
 
-def quantize_timm(model, config_name: str, calib: np.ndarray):
+def quantize_timm(model, config_name: str, calib: np.ndarray, **overrides):
     """Calibrate ``model`` (mean/std from its timm data config) on ``calib`` and export; ``(qvit, program)``."""
     preprocess = Preprocess.from_timm_model(model)
     torch.manual_seed(0)
-    qvit = QuantViT(model, make_config(config_name), mean=preprocess.mean, std=preprocess.std)
+    qvit = QuantViT(model, make_config(config_name, **overrides), mean=preprocess.mean, std=preprocess.std)
     qvit.calibrate([torch.as_tensor(calib)])
     return qvit, export_program(qvit, model_name=type(model).__name__, preprocess=preprocess.to_config())
 
@@ -189,6 +190,21 @@ def test_digits_integer_top1_close_to_float(digits):
     assert result["integer"]["top1"] >= result["float"]["top1"] - MAX_TOP1_DROP_POINTS, result
     assert result["fakequant"]["top1"] >= result["float"]["top1"] - MAX_TOP1_DROP_POINTS, result
     assert result["top1_agreement"]["integer_vs_float"] >= MIN_TOP1_AGREEMENT, result
+    # a close quantized model is close in distribution too: a fraction of a nat, and never below zero
+    assert 0.0 <= result["kl_to_float"]["integer"] < 0.5 and 0.0 <= result["kl_to_float"]["fakequant"] < 0.5, result
+
+
+def test_kl_to_float_is_zero_for_the_same_prediction_and_positive_otherwise():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 10))
+    assert abs(kl_to_float_sum(logits + 3.0, logits)) < 1e-12  # a shift of the logits is the same distribution
+    other = logits.copy()
+    other[:, 0] += 2.0
+    expected = sum(float((np.exp(f - np.logaddexp.reduce(f)) * ((f - np.logaddexp.reduce(f)) -
+                                                                 (o - np.logaddexp.reduce(o)))).sum())
+                   for f, o in zip(logits, other))
+    assert kl_to_float_sum(other, logits) > 0.0
+    np.testing.assert_allclose(kl_to_float_sum(other, logits), expected, rtol=1e-12)
 
 
 def test_program_save_load_round_trip(digits, heldout_pixels, tmp_path):
@@ -293,6 +309,18 @@ def test_random_deit_exact_match(model_name, config_name):
     torch.manual_seed(0)
     model = timm.create_model(model_name, pretrained=False).eval()
     _, program = quantize_timm(model, config_name, random_pixels(2, 224, seed=1))
+    assert_exact_match(program, random_pixels(2, 224, seed=2))
+
+
+@pytest.mark.slow
+def test_random_deit_small_adalog_w3a3_exact_match():
+    """adalog-w3a3 (its search at the smallest budget) on a random-weight DeiT-S: every op bit-exact on 2 images
+    (the 3-bit log codes, the zero-point expansion and the 48-bit accumulator bound at DeiT-S's widths)."""
+    torch.manual_seed(0)
+    model = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
+    _, program = quantize_timm(model, "adalog-w3a3", random_pixels(2, 224, seed=1), search_rounds=1, search_steps=1,
+                               search_tokens=256)
+    assert {op.kind for op in program.ops} >= {"LogEncode", "LogAttentionValues", "LogLinear", "AsymmetricLinear"}
     assert_exact_match(program, random_pixels(2, 224, seed=2))
 
 
