@@ -1,10 +1,12 @@
 """Whole-model speed: the integer interpreter on ViT-Ti against timm's float32 model, in the same process.
 
-    python tools/bench_model.py [--weights FILE] [--batch 32] [--repeats 5] [--config fqvit-w8a8a4] [--json FILE]
+    python tools/bench_model.py [--weights FILE] [--batch 32] [--repeats 5] [--config fqvit-w8a8a4 | --program FILE]
+                                [--json FILE]
 
 Builds ViT-Ti (``vit_tiny_patch16_224``: the real weights from ``--weights``, else timm's random initialisation;
 speed does not depend on the values), calibrates it on ``--calib-images`` random uint8 images, exports the
-integer Program, then times, interleaved, ``--repeats`` runs of
+integer Program (or loads ``--program``: a method with a long search, e.g. ``adalog``, is calibrated once
+with ``intsim quantize`` or ``tools/eval_config.py``), then times, interleaved, ``--repeats`` runs of
 
 - the interpreter: :func:`intsim.interpreter.run_program` on a uint8 batch ``(B, 3, 224, 224)``;
 - timm's float32 model (``eval()``, ``torch.no_grad()``) on the same batch, normalised beforehand (the
@@ -112,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each model (default 5)")
     parser.add_argument("--calib-images", type=int, default=4, help="random calibration images (default 4)")
+    parser.add_argument("--program", help="time this saved Program (e.g. a calibrated adalog-w4a4) instead of "
+                                          "calibrating --config; its model must be " + MODEL)
     parser.add_argument("--json", help="write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.calib_images < 1:
@@ -123,7 +127,15 @@ def main(argv=None) -> int:
     from intsim.interpreter import run_program
 
     model = build_model(args.weights)
-    preprocess, program = build_program(model, args.config, args.calib_images)
+    if args.program:
+        from intsim.data import Preprocess
+        from intsim.program import load_program
+
+        program = load_program(args.program)
+        preprocess = Preprocess.from_config(program.metadata["preprocess"])
+        args.config = program.metadata["config"]["name"]
+    else:
+        preprocess, program = build_program(model, args.config, args.calib_images)
     pixels = np.random.default_rng(2).integers(0, 256, size=(args.batch, 3, *preprocess.input_size), dtype=np.uint8)
     floats = torch.as_tensor(preprocess.normalize(pixels))
 

@@ -26,6 +26,7 @@ def main() -> None:
                                                                 "imagenet-val-500")
     parser.add_argument("--limit", type=int, default=None, help="validation images (default all)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--save-program", default=None, help="also write the exported Program here")
     args = parser.parse_args()
 
     from intsim.evaluate import (calibrate, calibration_batches, check_program, evaluate, labelled_batches,
@@ -44,6 +45,10 @@ def main() -> None:
     qvit = calibrate(model, preprocess, config, None, calib_batches=calib)
     seconds = time.time() - start
     program = export_program(qvit, model_name=name, class_names=class_names, preprocess=preprocess.to_config())
+    if args.save_program:
+        from intsim.program import save_program
+
+        save_program(program, args.save_program)
     batches = labelled_batches(str(data / "imagenet-val-500"), preprocess, limit=args.limit, batch_size=50, workers=2)
     first = batches[0]
     sixteen = replace(first, pixels=first.pixels[:16], labels=first.labels[:16],
