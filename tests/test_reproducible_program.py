@@ -106,3 +106,31 @@ def test_vit_tiny_program_is_the_same_on_every_instruction_path(shared_data, tmp
     files = {capability: _quantize_in_subprocess(capability, tmp_path / f"vit-{capability}.intsim", *extra)
              for capability in CAPABILITIES}
     assert files["default"] == files["avx2"] == files["avx512"]
+
+
+_ADALOG_SNIPPET = """
+import sys
+from intsim.evaluate import quantize
+from intsim.program import save_program
+from intsim.quant.configs import make_config
+_, program = quantize(None, None, None, make_config("adalog-w4a4", search_rounds=1, search_steps=2), workers=0)
+save_program(program, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", ("default", "avx2"))
+def test_adalog_program_is_the_same_on_every_instruction_path(capability, tmp_path):
+    """The AdaLog search (argmins over float64 errors, the reparameterization stored as floats) on the embedded
+    model: the file of a forced instruction path equals this process's default one (~1 min each)."""
+    if not _supported(capability):
+        pytest.skip(f"this CPU has no {capability} kernels for torch (ATEN_CPU_CAPABILITY={capability} falls back)")
+    files = {}
+    for path_name in ("native", capability):
+        env = _capability_env(capability) if path_name == capability else dict(os.environ, PYTHONHASHSEED="0")
+        output = tmp_path / f"digits-adalog-{path_name}.intsim"
+        result = subprocess.run([sys.executable, "-c", _ADALOG_SNIPPET, str(output)], env=env, capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        files[path_name] = output.read_bytes()
+    assert files["native"] == files[capability], f"ATEN_CPU_CAPABILITY={capability} gives another AdaLog Program"

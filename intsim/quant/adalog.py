@@ -203,7 +203,10 @@ class AdaLogSearch:
         def error(s, z):
             return uniform_rows_error(columns, s, z, bits)
         best_s, best_z, _ = fpcs(scales, zps, spacing, error, keep=KEEP, steps=self.steps, min_scale=1e-6)
-        s_star = float(best_s.mean())
+        # on the scale grid: the float inputs differ between CPU instruction paths in their last bits, and so would
+        # (r, beta), which the Program stores (see docs/quantization.md, "The same Program on every CPU")
+        best_s = np.array([snap_scale(float(v)) for v in best_s])
+        s_star = snap_scale(float(best_s.mean()))
         z_star = float(np.round(best_z.mean()))
         r, beta = best_s / s_star, s_star * (z_star - best_z)
         norm.reparameterize(torch.as_tensor(r), torch.as_tensor(beta), linear)
