@@ -28,8 +28,10 @@ import math
 from fractions import Fraction
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
+from intsim._jit import parallel_kernel
 from intsim.limits import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 from intsim.ops._checks import (
     ArrayOperand,
@@ -39,6 +41,7 @@ from intsim.ops._checks import (
     check_in_range,
     check_int,
     check_int_bounds_fit,
+    smallest_code_dtype,
 )
 from intsim.ops.matmul import integer_matmul
 
@@ -215,7 +218,26 @@ def log_encode(x, thresholds) -> np.ndarray:
     x = as_int_array(x, "x", op)
     t = check_log_encode(ArrayOperand(x), thresholds, op)
     # #{k: x < T_k} = L - #{k: T_k <= x}; ascending = T reversed; #{T <= x} = searchsorted(side="right")
-    return (t.shape[0] - np.searchsorted(t[::-1], x.astype(np.int64), side="right")).astype(np.uint16)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty(flat.size, np.uint16)
+    _count_below_thresholds(flat, np.ascontiguousarray(t[::-1], dtype=np.int64), out)
+    return out.reshape(x.shape)
+
+
+@parallel_kernel
+def _count_below_thresholds(x, ascending, out):
+    """``out[i] = L - #{ascending <= x[i]}`` by binary search (searchsorted, right side), elements in parallel."""
+    count = ascending.size
+    for index in numba.prange(x.size):
+        value = np.int64(x[index])
+        low, high = 0, count
+        while low < high:
+            middle = (low + high) // 2
+            if ascending[middle] <= value:
+                low = middle + 1
+            else:
+                high = middle
+        out[index] = count - low
 
 
 # ------------------------------------------------------------------------------------------------ attention
@@ -369,13 +391,21 @@ def asymmetric_linear_reference(x, weight, weight_zero_point, bias, *, x_zero_po
     return acc
 
 
+def _centred_columns(cw: np.ndarray) -> np.ndarray:
+    """``(w - wzp).T`` in the smallest integer dtype that holds it (int8 for weights up to 8 bits): the same values,
+    so the same exact sum, but :func:`integer_matmul` then takes its float32 BLAS path instead of the wide-operand
+    one (8x faster on ViT-Ti's fc1)."""
+    low, high = (int(cw.min()), int(cw.max())) if cw.size else (0, 0)
+    return np.ascontiguousarray(cw.T.astype(smallest_code_dtype(low, high)))
+
+
 def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0) -> np.ndarray:
     """Exact asymmetric linear ``(x - x_zp) @ (w - wzp).T + bias``: ``x (..., K)`` codes with a per-tensor zero
     point, ``weight (N, K)`` unsigned codes with a per-row zero point ``(N,)`` (int32), ``bias`` int32 ``(N,)``;
     int64 ``(..., N)``. The centred weight (int64), then :func:`integer_matmul` (same proof)."""
     x, cw, c = _numpy_linear(x, weight, check_asymmetric_linear, weight_zero_point, bias, x_zero_point)
     rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
-    out = integer_matmul(rows, np.ascontiguousarray(cw.T), a_zero_point=c.x_zero_point) + c.bias
+    out = integer_matmul(rows, _centred_columns(cw), a_zero_point=c.x_zero_point) + c.bias
     return out.reshape(x.shape[:-1] + (cw.shape[0],))
 
 
@@ -395,5 +425,5 @@ def log_linear(x, weight, weight_zero_point, bias, shift, mantissa, *, max_shift
     ``weight (N, K)``, ``weight_zero_point (N,)`` int32, ``bias (N,)`` int64; int64 ``(..., N)``."""
     x, cw, c = _numpy_linear(x, weight, check_log_linear, weight_zero_point, bias, shift, mantissa, max_shift)
     rows = c.table[x.reshape(math.prod(x.shape[:-1]), x.shape[-1])]
-    out = integer_matmul(rows, np.ascontiguousarray(cw.T)) + c.bias
+    out = integer_matmul(rows, _centred_columns(cw)) + c.bias
     return out.reshape(x.shape[:-1] + (cw.shape[0],))
