@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from intsim._jit import parallel_kernel
+from intsim._jit import kernel, parallel_kernel
 from intsim.limits import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 from intsim.ops._checks import (
     ArrayOperand,
@@ -224,20 +224,24 @@ def log_encode(x, thresholds) -> np.ndarray:
     return out.reshape(x.shape)
 
 
+@kernel
+def count_at_most(ascending, value):
+    """``#{k : ascending[k] <= value}`` by binary search (``searchsorted``, right side); ``ascending`` sorted."""
+    low, high = 0, ascending.size
+    while low < high:
+        middle = (low + high) // 2
+        if ascending[middle] <= value:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 @parallel_kernel
 def _count_below_thresholds(x, ascending, out):
-    """``out[i] = L - #{ascending <= x[i]}`` by binary search (searchsorted, right side), elements in parallel."""
-    count = ascending.size
+    """``out[i] = L - #{ascending <= x[i]}``, elements in parallel."""
     for index in numba.prange(x.size):
-        value = np.int64(x[index])
-        low, high = 0, count
-        while low < high:
-            middle = (low + high) // 2
-            if ascending[middle] <= value:
-                low = middle + 1
-            else:
-                high = middle
-        out[index] = count - low
+        out[index] = ascending.size - count_at_most(ascending, np.int64(x[index]))
 
 
 # ------------------------------------------------------------------------------------------------ attention

@@ -67,11 +67,6 @@ def weight_candidates(weight: np.ndarray, bits: int):
     return (np.repeat(scales, zero_points, axis=1), np.tile(zps, (rows, scales.shape[1])), spacing)
 
 
-def quantized_rows(weight: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, bits: int) -> np.ndarray:
-    """Dequantized candidate rows ``(N, C, K)``: ``(clamp(rhe(w / s) + z, 0, 2**b - 1) - z) * s``."""
-    return uniform_candidate_rows(weight, scales, zero_points, bits)
-
-
 def activation_candidates(rows: np.ndarray, bits: int):
     """Uniform grids per row of ``rows`` (R, T) (one row: a per-tensor quantizer; a row per channel: the channel-wise
     search): ``min(16, 2**b)`` zero points around the one each scale's range implies, times scales from
@@ -90,6 +85,12 @@ def activation_candidates(rows: np.ndarray, bits: int):
 
 def uniform_qparams(scale: float, zero_point: int, bits: int) -> QParams:
     return QParams(snap_scale(float(scale)), int(zero_point), bits, False)
+
+
+def _log_values(qparams: LogQParams, x: np.ndarray) -> np.ndarray:
+    """``dequantize(quantize(x)) - offset`` of a post-GELU log quantizer (what fc2 sees once ``eta`` is in its
+    bias), float64, by :func:`~intsim.quant.search_kernels.log_decode`."""
+    return log_decode(x, qparams.offset, qparams.thresholds.numpy()[::-1], qparams.values.numpy())
 
 
 def _product_error(other: np.ndarray, reference: np.ndarray):
@@ -151,11 +152,11 @@ class AdaLogSearch:
             gram = GramError.of(quantized_input, reference_input, weight)
 
             def error(s, z):
-                return gram(quantized_rows(weight, s, z, bits))
+                return gram(uniform_candidate_rows(weight, s, z, bits))
         best_s, best_z, _ = fpcs(scales, zps, spacing, error, keep=KEEP, steps=self.steps)
         best_s = np.array([snap_scale(float(v)) for v in best_s])
         linear.weight_quantizer.set_parameters(best_s, best_z)
-        return quantized_rows(weight, best_s[:, None], best_z[:, None], bits)[:, 0, :]
+        return uniform_candidate_rows(weight, best_s[:, None], best_z[:, None], bits)[:, 0, :]
 
     def search_uniform_input(self, quantizer, x: np.ndarray, weight: np.ndarray, weight_q: np.ndarray) -> np.ndarray:
         """FPCS of a per-tensor uniform input quantizer by the output MSE of ``x W^T`` (quantized weights);
@@ -234,8 +235,7 @@ class AdaLogSearch:
         high = min(high, largest_q(bits, weight.shape[1], weight_span))
 
         def decoded(q, s):
-            qp = LogQParams(bits, int(q), float(s), GELU_SHIFT)
-            return log_decode(sample, qp.offset, qp.thresholds.numpy()[::-1], qp.values.numpy())
+            return _log_values(LogQParams(bits, int(q), float(s), GELU_SHIFT), sample)
 
         def error(s, qs):
             out = np.empty(s.shape[1])
@@ -256,8 +256,7 @@ class AdaLogSearch:
         best_s, best_qv, _ = fpcs(scales, fixed, spacing, error, keep=min(LOG_KEEP, scales.shape[1]),
                                   steps=self.steps, min_scale=1e-4)
         quantizer.set_parameters(int(best_qv[0]), snap_scale(float(best_s[0])))
-        qp = quantizer.qparams
-        return qp.dequantize(qp.quantize(torch.as_tensor(x))).numpy() - GELU_SHIFT
+        return _log_values(quantizer.qparams, x)
 
     # --------------------------------------------------------------------------------------- attention
     def search_attention(self, attention, progress) -> None:

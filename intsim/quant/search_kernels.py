@@ -11,16 +11,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from intsim._jit import parallel_kernel
+from intsim._jit import kernel, parallel_kernel
+from intsim.ops.logquant import count_at_most
 
 __all__ = ["fake_uniform", "log_decode", "uniform_candidate_rows", "uniform_rows_error"]
+
+
+@kernel
+def _fake_value(x, scale, zero_point, qmax):
+    """One element: ``(clamp(rint(x / s) + z, 0, qmax) - z) * s``, numpy's operations in numpy's order."""
+    code = min(max(np.rint(x / scale) + zero_point, 0.0), qmax)
+    return (code - zero_point) * scale
 
 
 @parallel_kernel
 def _fake_uniform(x, scale, zero_point, qmax, out):
     for index in numba.prange(x.size):
-        code = min(max(np.rint(x[index] / scale) + zero_point, 0.0), qmax)
-        out[index] = (code - zero_point) * scale
+        out[index] = _fake_value(x[index], scale, zero_point, qmax)
 
 
 def fake_uniform(x: np.ndarray, scale: float, zero_point: int, bits: int) -> np.ndarray:
@@ -39,8 +46,7 @@ def _uniform_rows_error(x, scales, zero_points, qmax, out):
         scale, zero_point = scales[row, candidate], zero_points[row, candidate]
         total = 0.0
         for t in range(x.shape[1]):
-            code = min(max(np.rint(x[row, t] / scale) + zero_point, 0.0), qmax)
-            delta = (code - zero_point) * scale - x[row, t]
+            delta = _fake_value(x[row, t], scale, zero_point, qmax) - x[row, t]
             total += delta * delta
         out[row, candidate] = total
 
@@ -61,8 +67,7 @@ def _uniform_candidate_rows(weight, scales, zero_points, qmax, out):
         row, candidate = task // count, task % count
         scale, zero_point = scales[row, candidate], zero_points[row, candidate]
         for k in range(weight.shape[1]):
-            code = min(max(np.rint(weight[row, k] / scale) + zero_point, 0.0), qmax)
-            out[row, candidate, k] = (code - zero_point) * scale
+            out[row, candidate, k] = _fake_value(weight[row, k], scale, zero_point, qmax)
 
 
 def uniform_candidate_rows(weight: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, bits: int) -> np.ndarray:
@@ -76,17 +81,8 @@ def uniform_candidate_rows(weight: np.ndarray, scales: np.ndarray, zero_points: 
 
 @parallel_kernel
 def _log_decode(x, offset, ascending, values, out):
-    count = ascending.size
     for index in numba.prange(x.size):
-        shifted = x[index] + offset
-        low, high = 0, count  # the number of thresholds <= shifted (searchsorted, right side)
-        while low < high:
-            middle = (low + high) // 2
-            if ascending[middle] <= shifted:
-                low = middle + 1
-            else:
-                high = middle
-        out[index] = values[count - low] - offset
+        out[index] = values[ascending.size - count_at_most(ascending, x[index] + offset)] - offset
 
 
 def log_decode(x: np.ndarray, offset: float, ascending_thresholds: np.ndarray, values: np.ndarray) -> np.ndarray:

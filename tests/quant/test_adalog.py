@@ -10,9 +10,10 @@ import pytest
 import torch
 from test_registries import MEAN, STD, _assert_bit_exact, _program, _tiny_vit, pixels  # noqa: F401 (fixture)
 
-from intsim.quant.adalog import quantized_rows, weight_candidates
+from intsim.quant.adalog import weight_candidates
 from intsim.quant.configs import CONFIGS, validate_config
 from intsim.quant.fpcs import GramError, fpcs
+from intsim.quant.search_kernels import uniform_candidate_rows
 from intsim.quant.vit import QuantViT
 
 
@@ -36,7 +37,7 @@ def test_the_gram_metric_is_the_layer_output_squared_error():
     xq = np.round(x * 4) / 4
     weight = rng.normal(size=(5, 12))
     scales, zps, _ = weight_candidates(weight, 4)
-    candidates = quantized_rows(weight, scales, zps, 4)
+    candidates = uniform_candidate_rows(weight, scales, zps, 4)
     direct = ((np.einsum("tk,nck->nct", xq, candidates) - (x @ weight.T).T[:, None, :]) ** 2).sum(axis=-1)
     np.testing.assert_allclose(GramError.of(xq, x, weight)(candidates), direct, rtol=1e-9, atol=1e-9)
 
