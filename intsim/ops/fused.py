@@ -10,7 +10,7 @@ but without materialising the intermediate tensors. The interpreter uses them wh
     ``(rows, N)`` accumulator is written to memory. Several consecutive channel groups may carry their own zero
     point and code range (``Linear -> Split -> Requantize`` per part, e.g. q, k, v).
 :func:`attention`
-    ``AttentionScores -> Requantize -> LogIntSoftmax | UniformSoftmax -> AttentionValues -> Requantize`` per
+    ``AttentionScores -> Requantize -> LogIntSoftmax | UniformSoftmax [-> LogEncode] -> attn @ V -> Requantize`` per
     (batch, head) in one numba kernel: the ``(N, N)`` scores, logits and probabilities of one head live in a
     thread's scratch memory, never in a ``(B, H, N, N)`` tensor.
 
@@ -18,15 +18,21 @@ Both return ``None`` when their proof obligations (below) do not hold for the gi
 must then run the ops one by one (which computes the same result or raises the op's own error).
 
 Exactness
-    Linear: the plan of :func:`intsim.ops.matmul.plan_weight_product` (exact float32 K-chunks) when it needs
-    neither a digit split nor float64; the accumulator bound ``K * max|x - zp| * max|w| + max|bias|``
-    (:func:`intsim.ops.matmul`) must be ``<= 2**31``, which is also what makes ``acc * M`` fit int64 in
-    requantize's own proof (so requantize cannot raise on it).
-    Attention: every product is formed in int32 loops, so every bound is proved ``<= 2**31 - 1`` first:
-    ``d * max|q - zp_q| * max|k - zp_k|`` (scores, from the code dtypes), ``N * max|v - zp_v| * 2**15``
-    (LIS values) or ``N * (2**out_bits - 1) * max|v - zp_v|`` (uniform values); the softmax runs the very row
-    kernels of :mod:`intsim.ops.softmax`, and the logits' requantized range must lie inside the softmax's declared
-    code range (the check that op would make). Integer sums are associative, so loop order does not matter.
+    Linear: the plan of :func:`intsim.ops.matmul.plan_weight_product` (exact float32 K-chunks, or float64 for wide
+    operands) when it needs neither a digit split nor int64 loops; the epilogue's requantization takes the
+    accumulator unchecked only when its static bound ``K * max|x - zp| * max|w| + max|bias|``
+    (:func:`intsim.ops.matmul`) passes requantize's own proof (:func:`requantize_fits`: ``<= 2**31 - 1``, or
+    ``bound * |M| + 2**(k-1)`` inside int64), so requantize cannot raise on it.
+    Attention: the scores are float32 products proved ``<= 2**24`` (``d * max|q - zp_q| * max|k - zp_k|``, from the
+    code dtypes); the softmax runs the very row kernels of :mod:`intsim.ops.softmax`, and the logits' requantized
+    range must lie inside the softmax's declared code range (the check that op would make). The weights of
+    ``attn @ V`` are ``2**(15 - code)`` (LIS), the probability codes (uniform) or ``W[log_encode(p)]`` (AdaLog: the
+    encoder and decoder tables of :mod:`intsim.ops.logquant` composed into one table over the ``<= 2**16``
+    probability codes); the context accumulator ``N * max(weight) * max|v - zp_v|`` must pass requantize's proof
+    (:func:`requantize_fits`). ``attn @ V`` runs in float32, each row exact while its weight sum times
+    ``max|v - zp_v|`` is ``<= 2**24`` and summed again in int64 otherwise, or in float64 (every row exact there)
+    when one largest weight times the largest value already passes ``2**24`` (wide AdaLog tables).
+    Integer sums are associative, so loop order does not matter.
     Results do not depend on the thread count: each (batch, head) and each row block is computed by one thread.
 """
 
@@ -35,12 +41,13 @@ from __future__ import annotations
 import numpy as np
 
 from intsim._jit import kernel
-from intsim.limits import FLOAT32_EXACT, INT32_MAX, INT64_MAX, INT64_MIN, LIS_VALUE_SHIFT
+from intsim.limits import FLOAT32_EXACT, FLOAT64_EXACT, INT32_MAX, INT64_MAX, INT64_MIN, LIS_VALUE_SHIFT
 from intsim.limits import LIS_ZERO_CODE as ZERO_CODE
 from intsim.ops._checks import ArrayOperand, as_int_array, check_int, max_abs, smallest_code_dtype
 from intsim.ops._derived import derived
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
 from intsim.ops.gelu import lookup_table, table_rows
+from intsim.ops.logquant import log_encode, log_weight_table
 from intsim.ops.matmul import (
     LINEAR_NAMES,
     column_abs_sum_max,
@@ -65,10 +72,9 @@ from intsim.ops.softmax import (
     uniform_levels,
 )
 
-__all__ = ["attention", "linear_requantize", "linear_residual_add"]
+__all__ = ["attention", "linear_requantize", "linear_residual_add", "requantize_fits"]
 
 _HEADS_PER_BLOCK = 4  # (batch, head) items per thread task of the attention core
-_REQUANT_SAFE = 2**31  # |acc| <= 2**31 and |M| < 2**31: requantize proves acc * M + 2**(k-1) fits int64
 
 
 # --------------------------------------------------------------------------------------------- linear
@@ -76,9 +82,9 @@ _REQUANT_SAFE = 2**31  # |acc| <= 2**31 and |M| < 2**31: requantize proves acc *
 
 def _linear_plan(x, weight, x_zero_point, bias):
     """Validate a linear like :func:`~intsim.ops.integer_linear` (same errors); return ``(operands, output shape,
-    plan, float32 weight)``, the plan ``None`` when the row-blocked float32 product does not apply (no element, or
-    operands so wide that the plan needs a digit split, float64 or int64 loops), the float32 ``(K, N)`` copy of
-    ``weight.T`` otherwise."""
+    plan, float weight)``, the plan ``None`` when the row-blocked float product does not apply (no element, or
+    operands so wide that the plan needs a digit split or int64 loops), the ``(K, N)`` copy of ``weight.T`` in the
+    plan's carrier (float32, or float64 for wide operands such as AdaLog's post-GELU weights) otherwise."""
     op = "integer_linear"
     x2, weight, out_shape = linear_operands(x, weight, op)
     p = prepare_operands(x2, weight.T, x_zero_point, 0, bias, op, LINEAR_NAMES)
@@ -87,10 +93,12 @@ def _linear_plan(x, weight, x_zero_point, bias):
     # the plan depends on the weight and on max|x - zp| alone (plan_weight_product): one per weight and input bound
     plan = derived(f"weight_plan/{p.a_abs}", (weight,), lambda w: plan_weight_product(p, columns))
     weight_float = None
-    if x2.size == 0 or plan.dtype is not np.float32 or plan.split:
+    if x2.size == 0 or plan.dtype is None or plan.split:
         plan = None
-    else:  # weight.T - 0 as float32 (K, N), the product's b
-        weight_float = derived("float32_transposed", (weight,), lambda w: to_float(w.T, 0, np.float32)[0])
+    else:  # weight.T - 0 in the plan's carrier (K, N), the product's b
+        carrier = plan.dtype
+        weight_float = derived(f"{np.dtype(carrier).name}_transposed", (weight,),
+                               lambda w: to_float(w.T, 0, carrier)[0])
     # |acc + bias| <= max|x - zp| * max_n sum_k |w[n, k]| + max|bias|: tighter than K * max|x| * max|w| when a few
     # weight columns are large (fc2's weights shifted by PTF input factors)
     p = p._replace(bound=min(p.bound, p.a_abs * columns + int(np.abs(p.bias).max(initial=0))))
@@ -149,7 +157,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
         return None
     params = [check_requantize_parameters(out_shape[:-1] + (size,), op="requantize", **part) for size, part in zip(sizes, parts)]
     dtypes = {smallest_code_dtype(r.qmin, r.qmax) for r in params}
-    if p.bound > _REQUANT_SAFE or len(dtypes) > 1 or len({r.mode for r in params}) > 1:
+    if not all(requantize_fits(p.bound, r) for r in params) or len(dtypes) > 1 or len({r.mode for r in params}) > 1:
         return None
     if lut is not None:
         rows = lut.get("rows")
@@ -258,12 +266,15 @@ def _gather_heads(q, k, v, first_item, heads, q_zp, k_zp, v_zp, q_float, k_float
 
 @kernel
 def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qmax, logit_mode, lis, table, x0,
-                       b_int, c_int, n, levels, full, logits, probs, mask, weights, row_sums):
+                       b_int, c_int, n, levels, full, log_weights, logits, probs, mask, weights, row_sums):
     """Exact float32 scores ``(G, N, N)`` -> logit codes -> softmax codes (the row kernels of
-    :mod:`intsim.ops.softmax`) -> the integer weights of ``attn @ V`` as float32 (``2**(15 - code)`` or the
-    probability code, both exact), and each row's sum of weights (int64, for the exactness proof of the product)."""
+    :mod:`intsim.ops.softmax`) -> the integer weights of ``attn @ V`` as floats (``2**(15 - code)``, the
+    probability code, or with a log encoder (``log_weights`` not empty) ``log_weights[p]``, the log weight of the
+    code that :func:`~intsim.ops.log_encode` gives ``p``; all exact), and each row's sum of weights (int64, for the
+    product's exactness proof)."""
     tokens = scores.shape[1]
     scratch = row_scratch(tokens, table)
+    encode = log_weights.size > 0
     for g in range(scores.shape[0]):
         for i in range(tokens):
             for j in range(tokens):
@@ -281,24 +292,28 @@ def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qma
             else:
                 uniform_int_softmax_row(logits, i, False, mask, table, x0, b_int, c_int, n, levels, full, scratch, probs)
                 for j in range(tokens):
-                    weights[g, i, j] = probs[i, j]
-                    total += probs[i, j]
+                    weight = probs[i, j]
+                    if encode:
+                        weight = log_weights[weight]
+                    weights[g, i, j] = weight
+                    total += weight
             row_sums[g, i] = total
 
 
 @kernel
-def _context_codes(products, weights, row_sums, v_float, v_bound, first_item, heads, ctx_m, ctx_s, ctx_zp, ctx_qmin,
-                   ctx_qmax, ctx_mode, out):
-    """``products = weights @ v`` (float32, ``(G, N, d)``) -> context codes into ``out[b, i, head * d + c]``.
+def _context_codes(products, weights, row_sums, v_float, v_bound, exact_limit, first_item, heads, ctx_m, ctx_s, ctx_zp,
+                   ctx_qmin, ctx_qmax, ctx_mode, out):
+    """``products = weights @ v`` (float32 or float64, ``(G, N, d)``) -> context codes into ``out[b, i, head * d + c]``.
 
-    A row's float32 sums are exact when ``row_sum * v_bound <= 2**24`` (the matmul module's row-sum bound); any
-    other row is summed again here in int64 from the same integer weights and centred values (exact floats)."""
+    A row's float sums are exact when ``row_sum * v_bound <= exact_limit`` (``2**24`` or ``2**53``: the matmul
+    module's row-sum bound); any other row is summed again here in int64 from the same integer weights and centred
+    values (exact floats)."""
     tokens, d = products.shape[1], products.shape[2]
     for g in range(products.shape[0]):
         b, column = divmod(first_item + g, heads)
         column *= d
         for i in range(tokens):
-            exact = row_sums[g, i] * v_bound <= FLOAT32_EXACT
+            exact = row_sums[g, i] * v_bound <= exact_limit
             for c in range(d):
                 if exact:
                     total = np.int64(products[g, i, c])
@@ -308,6 +323,27 @@ def _context_codes(products, weights, row_sums, v_float, v_bound, first_item, he
                         total += np.int64(weights[g, i, j]) * np.int64(v_float[g, j, c])
                 out[b, i, column + c] = _requantize_value(total, ctx_m[column + c], ctx_s[column + c], ctx_zp,
                                                           ctx_qmin, ctx_qmax, ctx_mode)
+
+
+def _encoded_log_weights(thresholds, shift, mantissa, max_shift: int, levels: int) -> np.ndarray | None:
+    """``W[log_encode(p)]`` for every uniform softmax code ``p`` in ``0..levels`` (int64 ``(levels + 1,)``): the
+    encoder and the decoder of ``UniformSoftmax -> LogEncode -> LogAttentionValues`` as one table (at most 2**16
+    entries), computed by those ops' own functions; ``None`` when the tables' code width differs from the
+    thresholds' (``LogAttentionValues`` would refuse the codes)."""
+    table = log_weight_table(shift, mantissa, max_shift)
+    codes = log_encode(np.arange(levels + 1, dtype=np.int64), thresholds)
+    return table[codes] if table.shape[0] == np.asarray(thresholds).shape[0] + 1 else None
+
+
+def requantize_fits(bound: int, ctx) -> bool:
+    """May a Requantize take an accumulator of ``|acc| <= bound`` unchecked? Its proof
+    (:func:`~intsim.ops.requant.prove_requantize_bounds`) from the static bound: ``bound <= 2**31 - 1``, or
+    ``bound * |M| + 2**(k-1)`` and ``(bound * |M| >> k) + 1 + |zero_point|`` inside int64 for every channel."""
+    if bound <= INT32_MAX:
+        return True
+    magnitude = int(np.abs(ctx.multipliers).max(initial=0)) * bound
+    return (magnitude + (1 << int(ctx.shifts.max(initial=0)) >> 1) <= INT64_MAX
+            and (magnitude >> int(ctx.shifts.min(initial=0))) + 1 + abs(ctx.zero_point) <= INT64_MAX)
 
 
 def _centred_dtype_bound(array: np.ndarray, zero_point: int) -> int:
@@ -323,7 +359,9 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
     ``Requantize`` (``logits``: the keyword arguments of :func:`~intsim.ops.requantize`) -> ``LogIntSoftmax`` or
     ``UniformSoftmax`` (``softmax``: ``kind`` ``"lis"`` or ``"uniform"`` plus the keyword arguments of
     :func:`~intsim.ops.log_int_softmax` / :func:`~intsim.ops.uniform_int_softmax`) -> ``AttentionValues``
-    (``values``: ``v_zero_point``) -> ``Requantize`` (``context``). ``q, k, v`` are ``(B, N, C)`` integer codes
+    (``values``: ``v_zero_point``) -> ``Requantize`` (``context``). With ``values["log_encode"]`` (after a uniform
+    softmax: a dict of ``thresholds`` and the decode tables ``shift, mantissa, max_shift``) the middle is
+    ``UniformSoftmax -> LogEncode -> LogAttentionValues`` instead. ``q, k, v`` are ``(B, N, C)`` integer codes
     with channels grouped head-major (views are fine). Raises the errors those ops raise for bad parameters.
     """
     q, k, v = (as_int_array(t, name, "integer_matmul") for t, name in ((q, "a"), (k, "b"), (v, "v")))
@@ -353,13 +391,32 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
         levels, full = uniform_levels(softmax_args.get("out_bits", 8), softmax_args.get("full_scale"), op)
         prove_uniform_int_softmax_bounds(constants, tokens, full, op)
         weight_bound = levels
+    log_weights = np.zeros(0, np.int64)
+    if values.get("log_encode") is not None:
+        if kind == "lis":
+            return None
+        encode = values["log_encode"]
+        log_weights = derived(f"encoded_log_weights/{levels}/{encode['max_shift']}",
+                              (np.asarray(encode["thresholds"]), np.asarray(encode["shift"]),
+                               np.asarray(encode["mantissa"])),
+                              lambda t, sh, m: _encoded_log_weights(t, sh, m, encode["max_shift"], levels))
+        if log_weights is None:
+            return None  # tables of another code width than the thresholds: the ops name the mismatch
+        weight_bound = int(log_weights.max())
     v_zp = check_int(values["v_zero_point"], "v_zero_point", "lis_attention_values", lo=INT64_MIN, hi=INT64_MAX)
-    v_bound = _centred_dtype_bound(v, v_zp)
-    if tokens * weight_bound * v_bound > INT32_MAX or v_bound > FLOAT32_EXACT:
-        v_bound = max_abs(v, v_zp)  # a pass over the values: only when the dtype proves too little
-        if tokens * weight_bound * v_bound > INT32_MAX or v_bound > FLOAT32_EXACT:
-            return None  # the context accumulator beyond int32, or values that float32 does not hold exactly
     ctx = check_requantize_parameters((batch, tokens, channels), op="requantize", **context)
+    v_bound = _centred_dtype_bound(v, v_zp)
+    if not requantize_fits(tokens * weight_bound * v_bound, ctx) or v_bound > FLOAT32_EXACT:
+        v_bound = max_abs(v, v_zp)  # a pass over the values: only when the dtype proves too little
+        if not requantize_fits(tokens * weight_bound * v_bound, ctx) or v_bound > FLOAT32_EXACT:
+            return None  # a context accumulator that requantize would have to check, or values beyond float32
+    # the carrier of attn @ V: float32, whose rows are exact while row_sum * v_bound <= 2**24 (others are summed
+    # again in int64), or float64 when even one largest weight against the largest value passes 2**24 (wide
+    # AdaLog decode tables); float64 rows are all exact: row_sum * v_bound <= the int64 proof above <= 2**53 there
+    carrier = np.float32 if weight_bound * max(v_bound, 1) <= FLOAT32_EXACT else np.float64
+    if weight_bound > FLOAT64_EXACT:
+        return None  # weights that no float carrier holds exactly
+    exact_limit = FLOAT32_EXACT if carrier is np.float32 else FLOAT64_EXACT
     out = np.empty((batch, tokens, channels), dtype=smallest_code_dtype(ctx.qmin, ctx.qmax))
     if out.size == 0:
         return out
@@ -369,25 +426,31 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
     per_channel = [np.ascontiguousarray(np.broadcast_to(x, (channels,))) for x in (ctx.multipliers, ctx.shifts)]
     i64 = np.int64
     logit_args = (*per_key, i64(logit.zero_point), i64(logit.qmin), i64(logit.qmax), logit.mode)
-    softmax_kernel_args = (kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n), i64(levels), i64(full))
+    softmax_kernel_args = (kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n), i64(levels), i64(full),
+                           log_weights)
     context_args = (i64(heads), *per_channel, i64(ctx.zero_point), i64(ctx.qmin), i64(ctx.qmax), ctx.mode)
     store = out.view(np.dtype(f"u{out.dtype.itemsize}"))
     mask = np.ones((1, 1), dtype=np.bool_)
 
     def work(first, stop):  # items first..stop-1 on one thread: every buffer is this thread's own
         shape = (stop - first, tokens, d)
-        q_float, k_float, v_float, products = (workspace(f"attention_{name}", shape, np.float32)
-                                               for name in ("q", "k", "v", "products"))
-        _gather_heads(q, k, v, i64(first), i64(heads), i64(q_zp), i64(k_zp), i64(v_zp), q_float, k_float, v_float)
+        q_float, k_float, v_narrow = (workspace(f"attention_{name}", shape, np.float32) for name in ("q", "k", "v"))
+        _gather_heads(q, k, v, i64(first), i64(heads), i64(q_zp), i64(k_zp), i64(v_zp), q_float, k_float, v_narrow)
+        v_float = v_narrow
+        if carrier is not np.float32:
+            v_float = workspace("attention_v_wide", shape, carrier)
+            v_float[...] = v_narrow
+        products = workspace("attention_products", shape, carrier)
         scores = workspace("attention_scores", (stop - first, tokens, tokens), np.float32)
         np.matmul(q_float, k_float.swapaxes(1, 2), out=scores)
         logit_codes = workspace("attention_logits", (tokens, tokens), np.int64)
         prob_codes = workspace("attention_probs", (tokens, tokens), np.int64)
-        weights = workspace("attention_weights", (stop - first, tokens, tokens), np.float32)
+        weights = workspace("attention_weights", (stop - first, tokens, tokens), carrier)
         row_sums = workspace("attention_row_sums", (stop - first, tokens), np.int64)
         _attention_weights(scores, *logit_args, *softmax_kernel_args, logit_codes, prob_codes, mask, weights, row_sums)
         np.matmul(weights, v_float, out=products)
-        _context_codes(products, weights, row_sums, v_float, i64(v_bound), i64(first), *context_args, store)
+        _context_codes(products, weights, row_sums, v_float, i64(v_bound), i64(exact_limit), i64(first),
+                       *context_args, store)
 
     with single_threaded_blas():
         run_row_ranges(batch * heads, _HEADS_PER_BLOCK, work)

@@ -49,7 +49,8 @@ __all__ = ["ADALOG_R", "adalog_denominator", "adalog_shift_table", "adalog_manti
            "log_weight_table", "max_log_shift", "check_log_tables", "log_encode", "log_encode_reference",
            "log_attention_values", "log_attention_values_reference", "asymmetric_linear",
            "asymmetric_linear_reference", "log_linear", "log_linear_reference", "check_log_encode",
-           "check_log_attention_values", "check_asymmetric_linear", "check_log_linear", "LinearBounds"]
+           "check_log_attention_values", "check_asymmetric_linear", "check_log_linear", "LinearBounds",
+           "centred_weight", "count_at_most", "log_weights_of"]
 
 ADALOG_R = 37
 LOG_MAX_BITS = 8
@@ -401,6 +402,40 @@ def _centred_columns(cw: np.ndarray) -> np.ndarray:
     one (8x faster on ViT-Ti's fc1)."""
     low, high = (int(cw.min()), int(cw.max())) if cw.size else (0, 0)
     return np.ascontiguousarray(cw.T.astype(smallest_code_dtype(low, high)))
+
+
+def centred_weight(weight, weight_zero_point) -> np.ndarray:
+    """``w - wzp`` per output row ``(N, K)``, in the smallest integer dtype that holds it (int8 for weights up to 8
+    bits): the plain-linear weight whose sum equals the asymmetric one exactly (the fused kernels' operand)."""
+    weight = np.asarray(weight)
+    centred = weight.astype(np.int64) - np.asarray(weight_zero_point, dtype=np.int64)[:, None]
+    low, high = (int(centred.min()), int(centred.max())) if centred.size else (0, 0)
+    return np.ascontiguousarray(centred.astype(smallest_code_dtype(low, high)))
+
+
+def log_weights_of(codes, table: np.ndarray) -> np.ndarray | None:
+    """``table[codes]`` (the log weights ``W[c]`` of :func:`log_weight_table`) in the smallest integer dtype that
+    holds the table, or ``None`` when a code lies outside ``0..len(table) - 1`` (the op's own check then names it).
+    One parallel pass that gathers and checks together."""
+    codes = np.ascontiguousarray(codes)
+    narrow = table.astype(smallest_code_dtype(int(table.min()), int(table.max())))
+    out = np.empty(codes.shape, dtype=narrow.dtype)
+    outside = _gather_codes(codes.reshape(-1), narrow, out.reshape(-1))
+    return None if outside else out
+
+
+@parallel_kernel
+def _gather_codes(codes, table, out):
+    """``out[i] = table[codes[i]]`` for codes inside the table; returns how many were outside (then 0 stored)."""
+    outside = 0
+    for index in numba.prange(codes.size):
+        code = np.int64(codes[index])
+        if 0 <= code < table.size:
+            out[index] = table[code]
+        else:
+            out[index] = 0
+            outside += 1
+    return outside
 
 
 def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0) -> np.ndarray:

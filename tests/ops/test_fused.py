@@ -25,6 +25,14 @@ from intsim.ops import (
     uniform_int_softmax_reference,
 )
 from intsim.ops.fused import attention, linear_requantize, linear_residual_add
+from intsim.ops.logquant import (
+    adalog_mantissa_table,
+    adalog_shift_table,
+    adalog_thresholds,
+    log_attention_values_reference,
+    log_encode_reference,
+    max_log_shift,
+)
 from intsim.testing.strategies import int_arrays, rounding_modes
 
 SHIFTS = st.integers(20, 40)  # with 31-bit multipliers: gains around 2**-9 .. 2**11, codes neither all 0 nor all saturated
@@ -142,9 +150,14 @@ def attention_reference(q, k, v, *, heads, q_zero_point, k_zero_point, logits, s
     if softmax["kind"] == "lis":
         probs = log_int_softmax_reference(logit_codes, **args)
         acc = lis_attention_values_reference(probs, _heads(v, heads), v_zero_point=values["v_zero_point"])
-    else:
+    elif values.get("log_encode") is None:
         probs = uniform_int_softmax_reference(logit_codes, **args)
         acc = integer_matmul_reference(probs, _heads(v, heads), b_zero_point=values["v_zero_point"])
+    else:  # UniformSoftmax -> LogEncode -> LogAttentionValues
+        encode = values["log_encode"]
+        codes = log_encode_reference(uniform_int_softmax_reference(logit_codes, **args), encode["thresholds"])
+        acc = log_attention_values_reference(codes, _heads(v, heads), encode["shift"], encode["mantissa"],
+                                             v_zero_point=values["v_zero_point"], max_shift=encode["max_shift"])
     batch, _, tokens, width = acc.shape
     return requantize_reference(acc.swapaxes(1, 2).reshape(batch, tokens, heads * width), **context)
 
@@ -172,6 +185,19 @@ def attention_cases(draw):
                 values=dict(v_zero_point=draw(st.integers(0, 255))), context=context)
 
 
+@st.composite
+def log_encoders(draw, levels: int):
+    """``values["log_encode"]`` of an AdaLog post-softmax quantizer over uniform codes ``0..levels``: the exact
+    thresholds of ``bits, q`` and a ratio (the log quantizer's scale over the uniform step: its largest level at
+    1/16 .. 1 of the softmax's full scale), its decode tables."""
+    bits, q = draw(st.integers(1, 4)), draw(st.integers(10, 137))
+    ratio = draw(st.floats(1 / 16, 1.0)) * levels
+    shift = adalog_shift_table(bits, q)
+    extra = draw(st.integers(0, 3))
+    return dict(thresholds=adalog_thresholds(bits, q, ratio), shift=shift, mantissa=adalog_mantissa_table(bits, q),
+                max_shift=max_log_shift(shift) + extra)
+
+
 @given(attention_cases())
 def test_attention_equals_the_op_sequence(case):
     got = attention(**case)
@@ -190,6 +216,58 @@ def test_attention_with_wide_values_equals_the_op_sequence(case, data):
     got = attention(**case)
     assert got is not None
     np.testing.assert_array_equal(got, attention_reference(**case))
+
+
+@given(attention_cases(), st.data())
+def test_log_encoded_attention_equals_the_op_sequence(case, data):
+    # UniformSoftmax -> LogEncode -> LogAttentionValues (AdaLog after the softmax): the fused kernel encodes each
+    # probability code through one table W[log_encode(p)]; wide tables (q up to 137, shifts up to 25 and more)
+    # take the float64 carrier, and context accumulators beyond int32 are taken when requantize's proof allows
+    softmax = dict(case["softmax"], kind="uniform", out_bits=data.draw(st.integers(1, 16), label="out_bits"))
+    softmax["full_scale"] = 2 ** softmax["out_bits"] - 1
+    encode = data.draw(log_encoders(softmax["full_scale"]), label="log_encode")
+    case = dict(case, softmax=softmax, values=dict(case["values"], log_encode=encode))
+    try:
+        want = attention_reference(**case)
+    except OverflowError:  # the context requantize refuses this accumulator: the fused kernel must decline
+        assert attention(**case) is None
+        return
+    got = attention(**case)
+    if got is None:  # declined only where the static bound is beyond requantize's proof (the data was within)
+        from intsim.ops.fused import requantize_fits
+        from intsim.ops.logquant import log_weight_table
+        from intsim.ops.requant import check_requantize_parameters
+
+        tokens = case["q"].shape[1]
+        weights = log_weight_table(encode["shift"], encode["mantissa"], encode["max_shift"])
+        bound = tokens * int(weights.max()) * int(np.abs(case["v"].astype(np.int64) - case["values"]["v_zero_point"]).max())
+        assert not requantize_fits(bound, check_requantize_parameters(case["v"].shape, **case["context"]))
+        return
+    np.testing.assert_array_equal(got, want)
+
+
+def test_log_encoded_attention_with_wide_tables_takes_float64_and_is_exact():
+    # q = 60, 4 bits: decode weights up to 2**28.9: float32 products of such weights with uint8 values are not
+    # exact, the kernel carries attn @ V in float64 (every row exact there) and equals the op sequence
+    rng = np.random.default_rng(3)
+    tokens, heads, width = 20, 2, 8
+    qkv = rng.integers(0, 256, size=(2, tokens, 3 * heads * width)).astype(np.uint8)
+    q, k, v = np.split(qkv, 3, axis=-1)
+    shift = adalog_shift_table(4, 60)
+    encode = dict(thresholds=adalog_thresholds(4, 60, 2**16 - 1), shift=shift, mantissa=adalog_mantissa_table(4, 60),
+                  max_shift=max_log_shift(shift))
+    from intsim.ops.logquant import log_weight_table
+
+    assert int(log_weight_table(shift, encode["mantissa"], encode["max_shift"]).max()) * 255 > 2**24
+    case = dict(heads=heads, q_zero_point=128, k_zero_point=128,
+                logits=dict(multiplier=[2**30], shift=[42], qmin=0, qmax=255),
+                softmax=dict(kind="uniform", zero_point=128, bits=8, signed=False, constants=i_exp_constants(0.1),
+                             out_bits=16, full_scale=2**16 - 1),
+                values=dict(v_zero_point=0, log_encode=encode),
+                context=dict(multiplier=[3], shift=[20], qmin=-(2**31), qmax=2**31 - 1))
+    got = attention(q, k, v, **case)
+    assert got is not None
+    np.testing.assert_array_equal(got, attention_reference(q, k, v, **case))
 
 
 def test_attention_sums_rows_whose_float32_sum_is_not_proved_exact_in_int64():
@@ -230,13 +308,15 @@ def test_fused_results_do_not_depend_on_the_thread_count(attention_case, linear_
 def test_fast_path_declines_wide_operands_and_raises_the_ops_errors():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(4, 8)).astype(np.uint8)
-    wide = rng.integers(-(2**20), 2**20, size=(3, 8)).astype(np.int32)  # K * 255 * 2**20 > 2**31: int64 accumulators
+    wide = rng.integers(-(2**30), 2**30, size=(3, 8)).astype(np.int32)  # K * 255 * 2**30 * 2**30 beyond int64
     part = dict(multiplier=np.array([2**30]), shift=np.array([40]))
-    assert linear_requantize(x, wide, parts=[part]) is None
+    assert linear_requantize(x, wide, parts=[part]) is None  # requantize would have to check the accumulator
     with pytest.raises(ValueError, match="requantize: unknown rounding mode 'half_down'"):
         linear_requantize(x, wide[:, :8].astype(np.int8), parts=[dict(part, rounding="half_down")])
     with pytest.raises(ValueError, match="integer_linear: x must have shape"):
         linear_requantize(x, wide[:, :5], parts=[part])
+    too_wide = rng.integers(-(2**50), 2**50, size=(3, 8)).astype(np.int64)  # A * B > 2**53: int64 loops, no float carrier
+    assert linear_requantize(x, too_wide, parts=[dict(part, multiplier=np.array([1]))]) is None
     qkv = rng.integers(0, 256, size=(1, 5, 6)).astype(np.uint8)
     case = dict(heads=1, q_zero_point=0, k_zero_point=0, logits=dict(multiplier=[2**30], shift=[40], qmin=0, qmax=255),
                 softmax=dict(kind="lis", zero_point=0, bits=8, signed=False, constants=i_exp_constants(0.1)),
@@ -252,6 +332,19 @@ def test_fast_path_declines_wide_operands_and_raises_the_ops_errors():
     assert attention(qkv[..., :2], qkv[..., 2:4], qkv[..., 4:], **narrow) is None
     with pytest.raises(ValueError, match="log_int_softmax: zero_point = 300"):
         attention(qkv[..., :2], qkv[..., 2:4], qkv[..., 4:], **dict(case, softmax=dict(case["softmax"], zero_point=300)))
+
+
+def test_linear_requantize_with_wide_operands_takes_float64_and_is_exact():
+    # int32 codes up to 2**24 against int8 weights: K * A * B beyond 2**24 (no float32 chunk of >= 64 either), a
+    # float64 product; the accumulator beyond int32 but requantize's proof holds for a 2**20 multiplier
+    rng = np.random.default_rng(5)
+    x = rng.integers(2**23, 2**24, size=(70, 200)).astype(np.int32)
+    weight = rng.integers(0, 128, size=(6, 200)).astype(np.int8)
+    part = dict(multiplier=np.array([2**20] * 6), shift=np.array([40] * 6), qmin=-(2**31), qmax=2**31 - 1)
+    (got,) = linear_requantize(x, weight, bias=np.arange(6), parts=[part])
+    want = requantize_reference(integer_linear_reference(x, weight, bias=np.arange(6)), **part)
+    assert np.abs(integer_linear_reference(x, weight)).max() > 2**31
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("config_name", ["fqvit-w8a8a4", "fqvit-w8a8a8"])
@@ -279,4 +372,34 @@ def test_interpreter_fused_run_equals_op_by_op_and_traced_runs(config_name, monk
         monkeypatch.setattr(fused, name, counted)
     np.testing.assert_array_equal(run_program(program, pixels), traced)
     assert {name for name, took in taken if took} == {"attention", "linear_requantize", "linear_residual_add"}
+    np.testing.assert_array_equal(run_program(program, pixels, fuse=False), traced)
+
+
+def test_interpreter_fuses_adalog_programs_and_equals_op_by_op_and_traced_runs(monkeypatch):
+    # AsymmetricLinear and LogLinear run as plain linears (centred weight, gathered log weights) in every linear
+    # fusion; UniformSoftmax -> LogEncode -> LogAttentionValues in the attention kernel
+    pytest.importorskip("torch")
+    import intsim.ops.fused as fused
+    from intsim.evaluate import quantize
+    from intsim.interpreter import _fusions, run_program
+    from intsim.models.digits import digits_heldout
+    from intsim.quant.configs import make_config
+
+    _, program = quantize(None, None, None, make_config("adalog-w4a4", search_rounds=1, search_steps=1), workers=0)
+    groups = {tuple(op.kind for op in program.ops[start : start + count]) for start, (count, _) in _fusions(program).items()}
+    assert {("AsymmetricLinear", "Split", "Requantize", "Requantize", "Requantize"), ("AsymmetricLinear", "ResidualAdd"),
+            ("AsymmetricLinear", "Requantize", "Lut"), ("LogLinear", "ResidualAdd"),
+            ("AttentionScores", "UniformSoftmax", "LogEncode", "LogAttentionValues", "Requantize")} <= groups
+    pixels = np.array(digits_heldout()[0][:16])
+    traced = run_program(program, pixels, trace=lambda op, inputs, outputs: None)
+    taken = []
+    for name in ("attention", "linear_requantize", "linear_residual_add"):
+        def counted(*args, _original=getattr(fused, name), _name=name, **kwargs):
+            result = _original(*args, **kwargs)
+            taken.append((_name, result is not None))
+            return result
+        monkeypatch.setattr(fused, name, counted)
+    np.testing.assert_array_equal(run_program(program, pixels), traced)
+    assert all(took for _, took in taken) and {name for name, _ in taken} == {"attention", "linear_requantize",
+                                                                              "linear_residual_add"}
     np.testing.assert_array_equal(run_program(program, pixels, fuse=False), traced)

@@ -263,3 +263,24 @@ def test_bad_inputs_name_the_op_and_tensor():
     with pytest.raises(ValueError, match="log_attention_values: the leading axes"):
         lq.log_attention_values(np.zeros((2, 1, 1), int), np.zeros((3, 1, 1), int), sh, m, v_zero_point=0,
                                 max_shift=top)
+
+
+@given(st.integers(1, 4), st.integers(10, 137), st.data())
+def test_fused_operand_forms_equal_the_ops_values(bits, q, data):
+    # the fused kernels' plain-linear operands: W[codes] gathered (None for a code outside the table) and the
+    # centred weight w - wzp in a narrow dtype, the very integers the ops multiply
+    sh, m = lq.adalog_shift_table(bits, q), lq.adalog_mantissa_table(bits, q)
+    table = lq.log_weight_table(sh, m, lq.max_log_shift(sh))
+    codes = np.array(data.draw(st.lists(st.integers(0, 2**bits), min_size=1, max_size=50)), dtype=np.uint16)
+    gathered = lq.log_weights_of(codes, table)
+    assert gathered.tolist() == [int(table[c]) for c in codes]
+    assert gathered.dtype.itemsize <= table.dtype.itemsize
+    outside = codes.copy()
+    outside[data.draw(st.integers(0, codes.size - 1))] = 2**bits + 1
+    assert lq.log_weights_of(outside, table) is None
+    assert lq.log_weights_of(np.array([-1, 0], dtype=np.int8), table) is None
+    weight = np.array(data.draw(st.lists(st.integers(0, 255), min_size=6, max_size=6)), dtype=np.uint8).reshape(2, 3)
+    zero_points = np.array([data.draw(st.integers(0, 255)) for _ in range(2)], dtype=np.int32)
+    centred = lq.centred_weight(weight, zero_points)
+    assert centred.tolist() == [[int(w) - int(z) for w in row] for row, z in zip(weight, zero_points)]
+    assert centred.dtype.itemsize <= 2
