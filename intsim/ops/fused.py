@@ -6,7 +6,8 @@ but without materialising the intermediate tensors. The interpreter uses them wh
 
 :func:`linear_requantize`
     ``requantize(integer_linear(x, weight, bias), ...)``, per output-channel parameters: the requantization is the
-    epilogue of the row-blocked float32 product (:func:`intsim.ops.matmul.row_blocked_product`), so no int64
+    epilogue of the row-blocked product (:func:`intsim.ops.matmul.row_blocked_product` in float32, or
+    :func:`intsim.ops.int8_gemm.row_blocked` in int32), so no int64
     ``(rows, N)`` accumulator is written to memory. Several consecutive channel groups may carry their own zero
     point and code range (``Linear -> Split -> Requantize`` per part, e.g. q, k, v).
 :func:`attention`
@@ -18,8 +19,9 @@ Both return ``None`` when their proof obligations (below) do not hold for the gi
 must then run the ops one by one (which computes the same result or raises the op's own error).
 
 Exactness
-    Linear: the plan of :func:`intsim.ops.matmul.plan_weight_product` (exact float32 K-chunks, or float64 for wide
-    operands) when it needs neither a digit split nor int64 loops; the epilogue's requantization takes the
+    Linear: uint8 codes against an int8 weight take the exact int32 product of :mod:`intsim.ops.int8_gemm` where it
+    is available (onnxruntime, probed); else the plan of :func:`intsim.ops.matmul.plan_weight_product` (exact
+    float32 K-chunks, or float64 for wide operands) when it needs neither a digit split nor int64 loops; the epilogue's requantization takes the
     accumulator unchecked only when its static bound ``K * max|x - zp| * max|w| + max|bias|``
     (:func:`intsim.ops.matmul`) passes requantize's own proof (:func:`requantize_fits`: ``<= 2**31 - 1``, or
     ``bound * |M| + 2**(k-1)`` inside int64), so requantize cannot raise on it.
@@ -45,6 +47,7 @@ from intsim.limits import FLOAT32_EXACT, FLOAT64_EXACT, INT32_MAX, INT64_MAX, IN
 from intsim.limits import LIS_ZERO_CODE as ZERO_CODE
 from intsim.ops._checks import ArrayOperand, as_int_array, check_int, max_abs, smallest_code_dtype
 from intsim.ops._derived import derived
+from intsim.ops import int8_gemm
 from intsim.ops._threads import run_row_ranges, single_threaded_blas
 from intsim.ops.gelu import lookup_table, table_rows
 from intsim.ops.logquant import log_encode, log_weight_table
@@ -82,27 +85,38 @@ _HEADS_PER_BLOCK = 4  # (batch, head) items per thread task of the attention cor
 
 def _linear_plan(x, weight, x_zero_point, bias):
     """Validate a linear like :func:`~intsim.ops.integer_linear` (same errors); return ``(operands, output shape,
-    plan, float weight)``, the plan ``None`` when the row-blocked float product does not apply (no element, or
-    operands so wide that the plan needs a digit split or int64 loops), the ``(K, N)`` copy of ``weight.T`` in the
-    plan's carrier (float32, or float64 for wide operands such as AdaLog's post-GELU weights) otherwise."""
+    product)``: ``product(finish)`` runs the exact row-blocked product with the caller's epilogue
+    (``finish(acc, start, stop)``, the contract of :func:`intsim.ops.matmul.row_blocked_product`), or is ``None``
+    when no fused product applies (no element, or operands so wide that the float plan needs a digit split or int64
+    loops). The product is the int8 path of :mod:`intsim.ops.int8_gemm` (uint8 codes, int8 weight, where
+    onnxruntime is installed and exact), else the float plan's (float32, or float64 for wide operands such as
+    AdaLog's post-GELU weights) with the ``(K, N)`` copy of ``weight.T`` in its carrier."""
     op = "integer_linear"
     x2, weight, out_shape = linear_operands(x, weight, op)
     p = prepare_operands(x2, weight.T, x_zero_point, 0, bias, op, LINEAR_NAMES)
     # the weight's forms, derived once per weight array (Program constants are the same arrays on every run)
     columns = derived("column_abs_sum_max", (weight,), lambda w: column_abs_sum_max(w.T, 0))
-    # the plan depends on the weight and on max|x - zp| alone (plan_weight_product): one per weight and input bound
-    plan = derived(f"weight_plan/{p.a_abs}", (weight,), lambda w: plan_weight_product(p, columns))
-    weight_float = None
-    if x2.size == 0 or plan.dtype is None or plan.split:
-        plan = None
-    else:  # weight.T - 0 in the plan's carrier (K, N), the product's b
-        carrier = plan.dtype
-        weight_float = derived(f"{np.dtype(carrier).name}_transposed", (weight,),
-                               lambda w: to_float(w.T, 0, carrier)[0])
     # |acc + bias| <= max|x - zp| * max_n sum_k |w[n, k]| + max|bias|: tighter than K * max|x| * max|w| when a few
     # weight columns are large (fc2's weights shifted by PTF input factors)
     p = p._replace(bound=min(p.bound, p.a_abs * columns + int(np.abs(p.bias).max(initial=0))))
-    return p, out_shape, plan, weight_float
+    if x2.size == 0:
+        return p, out_shape, None
+    wide_unsigned = x2.dtype.kind == "u" and x2.dtype.itemsize > 1 and p.a_zp == 0  # e.g. AdaLog's W[x]
+    if weight.dtype == np.int8 and (x2.dtype == np.uint8 or wide_unsigned):
+        int8 = derived(f"int8_weight_product/{p.a_zp}", (weight,),
+                       lambda w: int8_gemm.weight_product(np.ascontiguousarray(w.T), p.a_zp))
+        if int8 is not None and x2.dtype == np.uint8:
+            return p, out_shape, lambda finish: int8_gemm.row_blocked(p.a, int8, finish)
+        if int8 is not None:  # base-256 digits of the codes, one int8 product each
+            digits = int8_gemm.digits_of(p.a_abs)
+            return p, out_shape, lambda finish: int8_gemm.row_blocked_digits(p.a, digits, int8, finish)
+    # the plan depends on the weight and on max|x - zp| alone (plan_weight_product): one per weight and input bound
+    plan = derived(f"weight_plan/{p.a_abs}", (weight,), lambda w: plan_weight_product(p, columns))
+    if plan.dtype is None or plan.split:
+        return p, out_shape, None
+    carrier = plan.dtype  # weight.T - 0 in the plan's carrier (K, N), the product's b
+    weight_float = derived(f"{np.dtype(carrier).name}_transposed", (weight,), lambda w: to_float(w.T, 0, carrier)[0])
+    return p, out_shape, lambda finish: row_blocked_product(p.a, p.a_zp, weight_float, plan.chunk, finish)
 
 
 @kernel
@@ -150,7 +164,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
     epilogue. ``None`` is returned when the requantized range ``[qmin, qmax]`` is not inside the table's declared
     code range (lut_lookup would have to check the codes); bad ``lut`` arguments raise lut_lookup's errors.
     """
-    p, out_shape, plan, weight_float = _linear_plan(x, weight, x_zero_point, bias)
+    p, out_shape, product = _linear_plan(x, weight, x_zero_point, bias)
     width = out_shape[-1]
     sizes = [width] if len(parts) == 1 else [np.size(part["multiplier"]) for part in parts]
     if sum(sizes) != width:
@@ -167,7 +181,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
         table_offsets = rows * entries - table_qmin
         if len(params) != 1 or params[0].qmin < table_qmin or params[0].qmax > table_qmax:
             return None
-    if plan is None:
+    if product is None:
         return None
 
     def per_channel(values):
@@ -188,7 +202,7 @@ def linear_requantize(x, weight, *, x_zero_point=0, bias=None, parts, lut=None):
         table_bits = table.reshape(-1).view(np.dtype(f"u{table.dtype.itemsize}"))  # a gather copies bits
         def finish(acc, start, stop):
             _finish_requantize_lookup(acc, start, *requant_args, table_bits, table_offsets, store)
-    row_blocked_product(p.a, p.a_zp, weight_float, plan.chunk, finish)
+    product(finish)
     out = out.reshape(out_shape)
     bounds = np.cumsum(sizes)[:-1]
     return np.split(out, bounds, axis=-1)
@@ -215,10 +229,10 @@ def linear_residual_add(x, weight, *, x_zero_point=0, bias=None, residual, a_zer
     channels; where only the per-channel proof would pass, the ops run one by one). Raises the errors of
     :func:`~intsim.ops.integer_linear` and :func:`~intsim.ops.residual_add` for bad parameters.
     """
-    p, out_shape, plan, weight_float = _linear_plan(x, weight, x_zero_point, bias)
+    p, out_shape, product = _linear_plan(x, weight, x_zero_point, bias)
     op = "residual_add"
     a = as_int_array(residual, "a", op)
-    if plan is None or a.shape != out_shape:
+    if product is None or a.shape != out_shape:
         return None
     a_zp, b_zp, ma, mb, shifts, out_zp, qmin, qmax, mode = check_residual_add_parameters(
         a.shape, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, out_zero_point, qmin, qmax, rounding, op)
@@ -233,11 +247,8 @@ def linear_residual_add(x, weight, *, x_zero_point=0, bias=None, residual, a_zer
     out = np.empty(a2.shape, dtype=dtype)
     store = out.view(np.dtype(f"u{dtype.itemsize}"))
     i64 = np.int64
-    row_blocked_product(
-        p.a, p.a_zp, weight_float, plan.chunk,
-        lambda acc, start, stop: _finish_residual(acc, start, p.bias, a2, i64(a_zp), i64(b_zp), ma, mb, shifts,
-                                                  i64(out_zp), i64(qmin), i64(qmax), mode, store),
-    )
+    product(lambda acc, start, stop: _finish_residual(acc, start, p.bias, a2, i64(a_zp), i64(b_zp), ma, mb, shifts,
+                                                      i64(out_zp), i64(qmin), i64(qmax), mode, store))
     return out.reshape(out_shape)
 
 

@@ -415,10 +415,12 @@ def centred_weight(weight, weight_zero_point) -> np.ndarray:
 
 def log_weights_of(codes, table: np.ndarray) -> np.ndarray | None:
     """``table[codes]`` (the log weights ``W[c]`` of :func:`log_weight_table`) in the smallest integer dtype that
-    holds the table, or ``None`` when a code lies outside ``0..len(table) - 1`` (the op's own check then names it).
+    holds the table (unsigned, as every decoded weight is ``>= 0``), or ``None`` when a code lies outside ``0..len(table) - 1`` (the op's own check then names it).
     One parallel pass that gathers and checks together."""
     codes = np.ascontiguousarray(codes)
-    narrow = table.astype(smallest_code_dtype(int(table.min()), int(table.max())))
+    low, high = int(table.min()), int(table.max())
+    narrow = table.astype(np.min_scalar_type(high) if low >= 0 and high < 2**32  # unsigned: every W >= 0
+                          else smallest_code_dtype(low, high))
     out = np.empty(codes.shape, dtype=narrow.dtype)
     outside = _gather_codes(codes.reshape(-1), narrow, out.reshape(-1))
     return None if outside else out
