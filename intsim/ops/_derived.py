@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 MAX_ENTRIES = 512  # source arrays (or pairs) remembered
-MAX_BYTES = 256 * 2**20  # ViT-Ti's forms take about 10 MB; ViT-B's about 350 MB (then the least recent go)
+MAX_BYTES = 2**30  # ViT-Ti's forms take about 10 MB, DeiT-B's about 250-350 MB: below the limit, no form is derived twice
 
 
 class _Entry:
