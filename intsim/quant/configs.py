@@ -72,6 +72,9 @@ class QuantConfig:
     search_steps: int = 6
     search_tokens: int = 1024
     search_seed: int = 0
+    # adalog: the smallest base exponent q searched (base 2**(q/37)); AdaLog's code: 10. At 6 bits its searches sit
+    # at 10 in every layer, so adalog-w6a6 starts lower (docs/quantization.md, AdaLog section)
+    adalog_q_min: int = 10
 
     def point(self, kind: str) -> Point:
         return getattr(self, kind)
@@ -119,6 +122,8 @@ def validate_config(config: QuantConfig) -> QuantConfig:
         value = getattr(config, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{where}: {key} = {value!r} must be an int >= {low}")
+    if not isinstance(config.adalog_q_min, int) or isinstance(config.adalog_q_min, bool) or not 1 <= config.adalog_q_min <= 137:
+        raise ValueError(f"{where}: adalog_q_min = {config.adalog_q_min!r} must be an int in [1, 137]")
     if not isinstance(config.ptf_alpha_max, int) or not 0 <= config.ptf_alpha_max <= 7:
         raise ValueError(f"{where}: ptf_alpha_max = {config.ptf_alpha_max!r} outside [0, 7]")
     return config
@@ -155,6 +160,8 @@ def config_from_metadata(values: dict) -> QuantConfig:
 _LATER_FIELDS = ("search_rounds", "search_steps", "search_tokens", "search_seed")
 """Fields added after Programs were first committed: stored only where they differ from their defaults, so the
 Programs (and golden files) of configurations that do not use them keep their bytes and hashes."""
+_DEFAULT_ONLY_WHEN_CHANGED = ("adalog_q_min",)
+"""Fields added after the AdaLog Programs: stored, for every method, only where they differ from their defaults."""
 
 
 def config_metadata(config: QuantConfig) -> dict:
@@ -163,6 +170,9 @@ def config_metadata(config: QuantConfig) -> dict:
     defaults = QuantConfig(name=config.name)
     for key in _LATER_FIELDS:
         if config.method == "fqvit" and values[key] == getattr(defaults, key):
+            del values[key]
+    for key in _DEFAULT_ONLY_WHEN_CHANGED:
+        if values[key] == getattr(defaults, key):
             del values[key]
     return values
 
@@ -200,7 +210,8 @@ def adalog_config(name: str, bits: int, **changes) -> QuantConfig:
     return QuantConfig(name, method="adalog", **{**points, **changes})
 
 
-CONFIGS.update((config.name, config) for config in (adalog_config("adalog-w6a6", 6), adalog_config("adalog-w4a4", 4),
+CONFIGS.update((config.name, config) for config in (adalog_config("adalog-w6a6", 6, adalog_q_min=2),
+                                                     adalog_config("adalog-w4a4", 4),
                                                      adalog_config("adalog-w3a3", 3)))
 
 # AdaLog ablation rows at W4A4 (`intsim sweep --configs adalog-ablation`): the post-softmax and post-GELU

@@ -319,7 +319,10 @@ def _register() -> None:
 
     def by_point(softmax, activation):
         def make(kind, name, bits, config):
-            return (softmax if kind == "post_softmax" else activation)(kind, name, bits, config)
+            quantizer = (softmax if kind == "post_softmax" else activation)(kind, name, bits, config)
+            if quantizer.q_range == ADALOG_Q_RANGE:  # AdaLog's searched range, from its lower end in the config
+                quantizer.q_range = (config.adalog_q_min, ADALOG_Q_RANGE[1])
+            return quantizer
         return make
 
     for entry in (

@@ -85,3 +85,21 @@ def test_the_search_beats_the_unsearched_quantizers_on_the_model_output(adalog_p
         errors = [float(((model.run_fast(torch.as_tensor(pixels))[0] - reference) ** 2).mean())
                   for model in (qvit, unsearched)]
     assert errors[0] < errors[1]
+
+
+def test_adalog_q_min_sets_the_searched_range_and_is_stored_only_where_changed():
+    # adalog-w6a6 searches q from 2 (its searches sat at AdaLog's 10 in every layer); the other configurations keep
+    # AdaLog's [10, 137], and their Program metadata (hence the committed golden Programs) does not name the field
+    from intsim.quant.configs import config_from_metadata, config_metadata, make_config
+    from intsim.quant.quantizers import make_quantizer
+
+    w6, w4 = make_config("adalog-w6a6"), make_config("adalog-w4a4")
+    assert make_quantizer(w6, "post_gelu", "g").q_range == (2, 137)
+    assert make_quantizer(w6, "post_softmax", "p").q_range == (2, 137)
+    assert make_quantizer(w4, "post_gelu", "g").q_range == (10, 137)
+    assert make_quantizer(make_config("adalog-w4a4-softmax-log2"), "post_softmax", "p").q_range == (37, 37)
+    assert "adalog_q_min" not in config_metadata(w4) and config_metadata(w6)["adalog_q_min"] == 2
+    assert config_from_metadata(config_metadata(w6)).adalog_q_min == 2
+    assert config_from_metadata(config_metadata(w4)).adalog_q_min == 10
+    with pytest.raises(ValueError, match="adalog_q_min = 0 must be an int in"):
+        make_config("adalog-w4a4", adalog_q_min=0)
