@@ -142,8 +142,13 @@ def largest_q(bits: int, terms: int, operand_span: int, extra: int = 0, q_range=
 class _LogCodes:
     """What a log quantizer shares: parameters (set by a method or restored), the default ``q`` and its range."""
 
-    q_range = ADALOG_Q_RANGE
     default_q = ADALOG_R  # log2 until a method searches q
+
+    @property
+    def q_range(self) -> tuple[int, int]:
+        """The ``q`` a method may search: AdaLog's ``[10, 137]``, from the configuration's ``adalog_q_min`` up (the
+        base-2 quantizers fix ``q = 37`` instead)."""
+        return self.config.adalog_q_min, ADALOG_Q_RANGE[1]
 
     def default_qparams(self, offset: float = 0.0) -> LogQParams:
         """``q = 37`` (base 2), or the largest ``q`` below it that keeps a sum of :data:`DEFAULT_BOUND_TERMS`
@@ -319,10 +324,7 @@ def _register() -> None:
 
     def by_point(softmax, activation):
         def make(kind, name, bits, config):
-            quantizer = (softmax if kind == "post_softmax" else activation)(kind, name, bits, config)
-            if quantizer.q_range == ADALOG_Q_RANGE:  # AdaLog's searched range, from its lower end in the config
-                quantizer.q_range = (config.adalog_q_min, ADALOG_Q_RANGE[1])
-            return quantizer
+            return (softmax if kind == "post_softmax" else activation)(kind, name, bits, config)
         return make
 
     for entry in (

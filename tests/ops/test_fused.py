@@ -347,10 +347,23 @@ def test_linear_requantize_with_wide_operands_takes_float64_and_is_exact():
     np.testing.assert_array_equal(got, want)
 
 
+def _count_fused_calls(monkeypatch) -> list[tuple[str, bool]]:
+    """Record ``(name, took the fast path)`` for every call of the three fused kernels from now on."""
+    import intsim.ops.fused as fused
+
+    taken = []
+    for name in ("attention", "linear_requantize", "linear_residual_add"):
+        def counted(*args, _original=getattr(fused, name), _name=name, **kwargs):
+            result = _original(*args, **kwargs)
+            taken.append((_name, result is not None))
+            return result
+        monkeypatch.setattr(fused, name, counted)
+    return taken
+
+
 @pytest.mark.parametrize("config_name", ["fqvit-w8a8a4", "fqvit-w8a8a8"])
 def test_interpreter_fused_run_equals_op_by_op_and_traced_runs(config_name, monkeypatch):
     pytest.importorskip("torch")
-    import intsim.ops.fused as fused
     from intsim.evaluate import quantize
     from intsim.interpreter import _fusions, run_program
     from intsim.models.digits import digits_heldout
@@ -363,13 +376,7 @@ def test_interpreter_fused_run_equals_op_by_op_and_traced_runs(config_name, monk
     seen = []
     traced = run_program(program, pixels, trace=lambda op, inputs, outputs: seen.append(op.name))
     assert seen == [op.name for op in program.ops]  # the trace hook still sees every op
-    taken = []
-    for name in ("attention", "linear_requantize", "linear_residual_add"):
-        def counted(*args, _original=getattr(fused, name), _name=name, **kwargs):
-            result = _original(*args, **kwargs)
-            taken.append((_name, result is not None))
-            return result
-        monkeypatch.setattr(fused, name, counted)
+    taken = _count_fused_calls(monkeypatch)
     np.testing.assert_array_equal(run_program(program, pixels), traced)
     assert {name for name, took in taken if took} == {"attention", "linear_requantize", "linear_residual_add"}
     np.testing.assert_array_equal(run_program(program, pixels, fuse=False), traced)
@@ -379,7 +386,6 @@ def test_interpreter_fuses_adalog_programs_and_equals_op_by_op_and_traced_runs(m
     # AsymmetricLinear and LogLinear run as plain linears (centred weight, gathered log weights) in every linear
     # fusion; UniformSoftmax -> LogEncode -> LogAttentionValues in the attention kernel
     pytest.importorskip("torch")
-    import intsim.ops.fused as fused
     from intsim.evaluate import quantize
     from intsim.interpreter import _fusions, run_program
     from intsim.models.digits import digits_heldout
@@ -392,13 +398,7 @@ def test_interpreter_fuses_adalog_programs_and_equals_op_by_op_and_traced_runs(m
             ("AttentionScores", "UniformSoftmax", "LogEncode", "LogAttentionValues", "Requantize")} <= groups
     pixels = np.array(digits_heldout()[0][:16])
     traced = run_program(program, pixels, trace=lambda op, inputs, outputs: None)
-    taken = []
-    for name in ("attention", "linear_requantize", "linear_residual_add"):
-        def counted(*args, _original=getattr(fused, name), _name=name, **kwargs):
-            result = _original(*args, **kwargs)
-            taken.append((_name, result is not None))
-            return result
-        monkeypatch.setattr(fused, name, counted)
+    taken = _count_fused_calls(monkeypatch)
     np.testing.assert_array_equal(run_program(program, pixels), traced)
     assert all(took for _, took in taken) and {name for name, _ in taken} == {"attention", "linear_requantize",
                                                                               "linear_residual_add"}
