@@ -59,8 +59,9 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class Attribute:
-    """A required attribute: ``type`` is ``int``, ``bool``, ``str`` or ``ints`` (list of ints); ints lie in
-    ``[lo, hi]`` (``None``: unbounded), strings in ``choices``."""
+    """A required attribute: ``type`` is ``int``, ``bool``, ``str``, ``ints`` (list of ints) or ``int_or_ints`` (an
+    int, or a list of ints: one per slice of some axis); ints lie in ``[lo, hi]`` (``None``: unbounded), strings in
+    ``choices``."""
 
     name: str
     type: str
@@ -74,7 +75,7 @@ class Attribute:
             return "a bool"
         if self.type == "str":
             return "one of " + ", ".join(map(repr, self.choices))
-        noun = "an int" if self.type == "int" else "a non-empty list of ints"
+        noun = {"int": "an int", "ints": "a non-empty list of ints"}.get(self.type, "an int or a non-empty list of ints")
         if self.lo is not None and self.hi is not None:
             return f"{noun} in [{number(self.lo)}, {number(self.hi)}]"
         return f"{noun} >= {number(self.lo)}" if self.lo is not None else noun
@@ -154,6 +155,12 @@ def int_attribute(name: str, bounds: tuple[int, int] | None = None) -> Attribute
     """A required int attribute in ``bounds`` (``(lo, hi)``; either may be None: unbounded)."""
     low, high = bounds or (None, None)
     return Attribute(name, "int", low, high)
+
+
+def int_or_ints_attribute(name: str, bounds: tuple[int, int] | None = None) -> Attribute:
+    """A required int, or non-empty list of ints (one per slice of an axis the op names), in ``bounds``."""
+    low, high = bounds or (None, None)
+    return Attribute(name, "int_or_ints", low, high)
 
 
 def did_you_mean(value, choices) -> str:
@@ -263,7 +270,8 @@ def _check_attribute(attribute: Attribute, value) -> None:
     elif attribute.type == "str":
         valid = isinstance(value, str) and value in attribute.choices
     else:
-        items = [value] if attribute.type == "int" else value
+        single = attribute.type == "int" or (attribute.type == "int_or_ints" and not isinstance(value, (list, tuple)))
+        items = [value] if single else value
         valid = (isinstance(items, (list, tuple)) and len(items) > 0 and all(
             is_int(item) and (attribute.lo is None or item >= attribute.lo)
             and (attribute.hi is None or item <= attribute.hi) for item in items))

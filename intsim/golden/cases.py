@@ -422,6 +422,9 @@ def _uniform_corners():
                           zero_point=120, out_bits=8, full_scale=566))
     cases.append(_softmax("full_scale_2_pow_20", _codes(rng, (2, 9), 8, False), 0.1, zero_point=128, out_bits=8,
                           full_scale=2**20))
+    # one full scale per head (APQ-ViT's MPQ): F[h] for the rows of q[:, h]
+    cases.append(_softmax("full_scale_per_head_4_bit", _codes(rng, (2, 3, 4, 9), 8, False), 0.1, zero_point=128,
+                          out_bits=4, full_scale=[15, 47, 566]))
     return cases
 
 

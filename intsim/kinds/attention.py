@@ -45,9 +45,15 @@ def _uniform_softmax(view: OpView) -> list[tuple]:
     s.channels(logits)
     s.declared_input(view, logits)
     levels = 2 ** view.attrs["out_bits"] - 1
-    if not levels <= view.attrs["full_scale"] <= s.MAX_FULL_SCALE:
-        raise s.attribute_error("full_scale", f"an int in [2**out_bits - 1, 2**20] = [{levels}, {s.MAX_FULL_SCALE}]",
-                                view.attrs["full_scale"])
+    full = view.attrs["full_scale"]
+    if not all(levels <= value <= s.MAX_FULL_SCALE for value in (full if isinstance(full, (list, tuple)) else [full])):
+        raise s.attribute_error("full_scale", f"an int (or one per head) in [2**out_bits - 1, 2**20] = "
+                                              f"[{levels}, {s.MAX_FULL_SCALE}]", full)
+    if isinstance(full, (list, tuple)):
+        _, heads, _, _ = s.axes(logits, "(batch, heads, tokens, tokens)")
+        if len(full) != heads:
+            raise s.attribute_error("full_scale", f"one int per head: {heads} (the heads axis of {logits.name!r})",
+                                    full)
     s.output_holds(view, 0, levels, "the probability codes")
     return [logits.shape]
 
@@ -173,9 +179,12 @@ def _log_int_softmax_report(report, program, op, inputs, outputs):
 
 def _uniform_softmax_report(report, program, op, inputs, outputs):
     e, total, total_bound = _softmax_exp(report, program, op, inputs[0])
+    from intsim.ops.softmax import per_head
+
     levels, full = 2 ** op.attrs["out_bits"] - 1, op.attrs["full_scale"]
-    numerator = e * full + (total >> 1)
-    report.add("numerator", numerator, bound=(total_bound // e.shape[-1]) * full + (total_bound >> 1), signed=False)
+    numerator = e * per_head(full, e.shape) + (total >> 1)
+    report.add("numerator", numerator, bound=(total_bound // e.shape[-1]) * max(np.ravel(full)) + (total_bound >> 1),
+               signed=False)
     p = np.minimum(numerator // np.maximum(total, 1), levels)
     report.count("codes at the ends of [0, 2**out_bits - 1]", 0, levels, int((p == 0).sum()), int((p == levels).sum()),
                  p.size)
@@ -203,11 +212,13 @@ KINDS = (
     OpKind("UniformSoftmax",
            OpSchema("UniformSoftmax", (Operand("logits"),),
                     (*_SOFTMAX_INPUT, *_EXP_CONSTANTS, s.int_attribute("out_bits", (1, s.SOFTMAX_OUT_BITS)),
-                     s.int_attribute("full_scale", (1, s.MAX_FULL_SCALE))),
+                     s.int_or_ints_attribute("full_scale", (1, s.MAX_FULL_SCALE))),
                     _uniform_softmax,
-                    checks=f"{DECLARED_INPUT}; 2**out_bits - 1 <= full_scale; the output holds 0..2**out_bits - 1"),
+                    checks=f"{DECLARED_INPUT}; 2**out_bits - 1 <= full_scale (an int, or one per head); the output "
+                           "holds 0..2**out_bits - 1"),
            execute=_execute_uniform_softmax, function="uniform_int_softmax",
-           summary="logits (B,H,N,N) -> probability codes (full_scale: the code of probability 1)",
+           summary="logits (B,H,N,N) -> probability codes (full_scale: the code of probability 1; one per head "
+                   "or one for all)",
            intermediates=("gap", "e", "S", "numerator"), recompute=_uniform_softmax_report),
     OpKind("AttentionValues",
            OpSchema("AttentionValues", _VALUES_INPUTS, _VALUES_ATTRIBUTES, _attention_values,

@@ -277,16 +277,19 @@ def _gather_heads(q, k, v, first_item, heads, q_zp, k_zp, v_zp, q_float, k_float
 
 @kernel
 def _attention_weights(scores, logit_m, logit_s, logit_zp, logit_qmin, logit_qmax, logit_mode, lis, table, x0,
-                       b_int, c_int, n, levels, full, log_weights, logits, probs, mask, weights, row_sums):
+                       b_int, c_int, n, levels, fulls, first_item, heads, log_weights, logits, probs, mask, weights,
+                       row_sums):
     """Exact float32 scores ``(G, N, N)`` -> logit codes -> softmax codes (the row kernels of
     :mod:`intsim.ops.softmax`) -> the integer weights of ``attn @ V`` as floats (``2**(15 - code)``, the
     probability code, or with a log encoder (``log_weights`` not empty) ``log_weights[p]``, the log weight of the
     code that :func:`~intsim.ops.log_encode` gives ``p``; all exact), and each row's sum of weights (int64, for the
-    product's exactness proof)."""
+    product's exactness proof). Item ``g`` is head ``(first_item + g) % heads``, whose uniform ``F`` is
+    ``fulls[head]``."""
     tokens = scores.shape[1]
     scratch = row_scratch(tokens, table)
     encode = log_weights.size > 0
     for g in range(scores.shape[0]):
+        full = fulls[(first_item + g) % heads]
         for i in range(tokens):
             for j in range(tokens):
                 logits[i, j] = _requantize_value(np.int64(scores[g, i, j]), logit_m[j], logit_s[j], logit_zp,
@@ -399,8 +402,9 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
         levels = full = 1
         weight_bound = 1 << LIS_VALUE_SHIFT
     else:
-        levels, full = uniform_levels(softmax_args.get("out_bits", 8), softmax_args.get("full_scale"), op)
-        prove_uniform_int_softmax_bounds(constants, tokens, full, op)
+        levels, full = uniform_levels(softmax_args.get("out_bits", 8), softmax_args.get("full_scale"), op,
+                                      (batch, heads, tokens, tokens))
+        prove_uniform_int_softmax_bounds(constants, tokens, int(np.max(full)), op)
         weight_bound = levels
     log_weights = np.zeros(0, np.int64)
     if values.get("log_encode") is not None:
@@ -437,8 +441,8 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
     per_channel = [np.ascontiguousarray(np.broadcast_to(x, (channels,))) for x in (ctx.multipliers, ctx.shifts)]
     i64 = np.int64
     logit_args = (*per_key, i64(logit.zero_point), i64(logit.qmin), i64(logit.qmax), logit.mode)
-    softmax_kernel_args = (kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n), i64(levels), i64(full),
-                           log_weights)
+    fulls = np.ascontiguousarray(np.broadcast_to(np.asarray(full, dtype=np.int64), (heads,)))
+    softmax_kernel_args = (kind == "lis", table, i64(c.x0), i64(c.b_int), i64(c.c_int), i64(c.n), i64(levels), fulls)
     context_args = (i64(heads), *per_channel, i64(ctx.zero_point), i64(ctx.qmin), i64(ctx.qmax), ctx.mode)
     store = out.view(np.dtype(f"u{out.dtype.itemsize}"))
     mask = np.ones((1, 1), dtype=np.bool_)
@@ -458,7 +462,8 @@ def attention(q, k, v, *, heads, q_zero_point, k_zero_point, logits, softmax, va
         prob_codes = workspace("attention_probs", (tokens, tokens), np.int64)
         weights = workspace("attention_weights", (stop - first, tokens, tokens), carrier)
         row_sums = workspace("attention_row_sums", (stop - first, tokens), np.int64)
-        _attention_weights(scores, *logit_args, *softmax_kernel_args, logit_codes, prob_codes, mask, weights, row_sums)
+        _attention_weights(scores, *logit_args, *softmax_kernel_args, i64(first), i64(heads), log_weights, logit_codes,
+                           prob_codes, mask, weights, row_sums)
         np.matmul(weights, v_float, out=products)
         _context_codes(products, weights, row_sums, v_float, i64(v_bound), i64(exact_limit), i64(first),
                        *context_args, store)

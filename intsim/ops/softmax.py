@@ -16,7 +16,8 @@ Run time (integers only), per row ``x_j = q_j - zp`` over the positions taking p
     LIS:      R_j = (S + (e_j >> 1)) // e_j ;  A_j = msb(R_j) + bit(R_j, msb(R_j) - 1)
               code_j = A_j if e_j > 0 and A_j <= 15 else ZERO_CODE (16)      # probability 2**-A_j, or 0
     uniform:  p_j = min((e_j * F + (S >> 1)) // S, 2**out_bits - 1)         # scale 1 / F
-              F = full_scale (default 2**out_bits - 1): the code of probability 1, >= 2**out_bits - 1
+              F = full_scale (default 2**out_bits - 1): the code of probability 1, >= 2**out_bits - 1;
+                  one int, or one per head (F[h] for the rows of q[..., h, :, :])
 
 ``int_exp`` (I-BERT Algorithm 2, n = 30, as FQ-ViT)::
 
@@ -732,13 +733,28 @@ def log_int_softmax(q, *, zero_point, constants, bits=8, signed=False, mask=None
 # --------------------------------------------------------------------------------------------- uniform softmax
 
 
-def uniform_levels(out_bits, full_scale, op):
+def uniform_levels(out_bits, full_scale, op, shape=None):
     """``(2**out_bits - 1, F)`` validated: ``out_bits`` in ``[1, 16]``, ``F = full_scale`` (``None``:
-    ``2**out_bits - 1``) in ``[2**out_bits - 1, 2**20]`` (:data:`MAX_FULL_SCALE`). Backend-neutral."""
+    ``2**out_bits - 1``) in ``[2**out_bits - 1, 2**20]`` (:data:`MAX_FULL_SCALE`): an int, or a sequence of them
+    (one per head: per slice of axis -3 of a ``q`` of ``shape``, which must have that length), returned as an
+    int64 array. Backend-neutral."""
     levels = 2 ** check_int(out_bits, "out_bits", op, lo=1, hi=SOFTMAX_MAX_OUT_BITS) - 1
     if full_scale is None:
         return levels, levels
+    if isinstance(full_scale, (list, tuple, np.ndarray)):
+        values = [check_int(value, "full_scale", op, lo=levels, hi=MAX_FULL_SCALE) for value in full_scale]
+        if not values:
+            raise ValueError(f"{op}: full_scale is an empty list (give an int, or one per head)")
+        if shape is not None and (len(shape) < 3 or shape[-3] != len(values)):
+            raise ValueError(f"{op}: full_scale has {len(values)} values, one per head, but q has shape "
+                             f"{tuple(shape)}: its axis -3 (the heads) must have that length")
+        return levels, np.asarray(values, dtype=np.int64)
     return levels, check_int(full_scale, "full_scale", op, lo=levels, hi=MAX_FULL_SCALE)
+
+
+def per_head(full, op_shape) -> np.ndarray:
+    """``F`` (an int or one per head) broadcast against ``e`` of ``op_shape`` ``(..., heads, N, M)``."""
+    return np.asarray(full, dtype=np.int64).reshape(-1, 1, 1) if np.ndim(full) else np.int64(full)
 
 
 def uniform_int_softmax_reference(
@@ -747,11 +763,11 @@ def uniform_int_softmax_reference(
     """Reference (the specification) of :func:`uniform_int_softmax`."""
     op = "uniform_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
-    levels, full = uniform_levels(out_bits, full_scale, op)
-    prove_uniform_int_softmax_bounds(constants, q.shape[-1], full, op)
+    levels, full = uniform_levels(out_bits, full_scale, op, q.shape)
+    prove_uniform_int_softmax_bounds(constants, q.shape[-1], int(np.max(full)), op)
     e, total = _row_exp_reference(q, zero_point, constants, mask)
     # S == 0 only for a fully masked row, where every e is 0: the numerator is 0 and so is p
-    p = (e * full + (total >> 1)) // np.maximum(total, 1)  # round(e * F / S), ties half up
+    p = (e * per_head(full, q.shape) + (total >> 1)) // np.maximum(total, 1)  # round(e * F / S), ties half up
     return np.minimum(p, levels).astype(smallest_code_dtype(0, levels))
 
 
@@ -781,19 +797,21 @@ def uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, 
 
 
 @parallel_kernel
-def _uniform_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, levels, full, out):
+def _uniform_int_softmax_parallel(q, has_mask, mask, table, x0, b_int, c_int, n, levels, fulls, out):
+    # fulls: F of each row (int64, one per row)
     rows = q.shape[0]
     for task in prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
         scratch = row_scratch(q.shape[1], table)
         for row in range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK)):
-            uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
+            uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, fulls[row], scratch,
+                                    out)
 
 
 @kernel
-def _uniform_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, levels, full, out):
+def _uniform_int_softmax_serial(q, has_mask, mask, table, x0, b_int, c_int, n, levels, fulls, out):
     scratch = row_scratch(q.shape[1], table)
     for row in range(q.shape[0]):
-        uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, full, scratch, out)
+        uniform_int_softmax_row(q, row, has_mask, mask, table, x0, b_int, c_int, n, levels, fulls[row], scratch, out)
 
 
 def uniform_int_softmax(
@@ -805,7 +823,8 @@ def uniform_int_softmax(
     int64 (proved: ``e_max * F + (L * e_max >> 1)`` fits). ``F`` = ``full_scale``, the code of probability 1:
     ``2**out_bits - 1`` by default (real scale ``1 / (2**out_bits - 1)``, no saturation), or a calibrated integer
     up to 2**20 (scale ``1 / F``: the codes cover probabilities up to ``(2**out_bits - 1) / F``, larger ones
-    saturate; FQ-ViT's minmax observer on the softmax output). Output codes in ``[0, 2**out_bits - 1]``
+    saturate; FQ-ViT's minmax observer on the softmax output), or one such integer per head: a list of
+    ``q.shape[-3]`` values, ``F[h]`` for the rows of ``q[..., h, :, :]`` (APQ-ViT's MPQ). Output codes in ``[0, 2**out_bits - 1]``
     (``out_bits`` 1..16; uint8 for 8 bits), zero point 0: a one-hot row gives ``2**out_bits - 1`` at its
     maximum, a fully masked row all 0. Rows need not sum to ``F``.
 
@@ -816,11 +835,13 @@ def uniform_int_softmax(
     """
     op = "uniform_int_softmax"
     q, zero_point, constants, mask = _prepare_rows(q, zero_point, constants, bits, signed, mask, op)
-    levels, full = uniform_levels(out_bits, full_scale, op)
-    prove_uniform_int_softmax_bounds(constants, q.shape[-1], full, op)
+    levels, full = uniform_levels(out_bits, full_scale, op, q.shape)
+    prove_uniform_int_softmax_bounds(constants, q.shape[-1], int(np.max(full)), op)
     kernels = (_uniform_int_softmax_serial, _uniform_int_softmax_parallel)
     out_dtype = smallest_code_dtype(0, levels)
-    return _run_rows(kernels, q, bits, signed, constants, mask, out_dtype, np.int64(levels), np.int64(full))
+    row_full = np.broadcast_to(full if not np.ndim(full) else np.asarray(full).reshape(-1, 1), q.shape[:-1])
+    return _run_rows(kernels, q, bits, signed, constants, mask, out_dtype, np.int64(levels),
+                     np.ascontiguousarray(row_full, dtype=np.int64).reshape(-1))
 
 
 # --------------------------------------------------------------------------------------------- attn @ V

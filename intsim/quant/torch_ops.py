@@ -563,18 +563,23 @@ def uniform_int_softmax(q, *, zero_point, constants, bits=8, signed=False, out_b
                         mask=None) -> torch.Tensor:
     """Torch twin of :func:`intsim.ops.softmax.uniform_int_softmax`: ``p = min((e*F + (S >> 1)) // S, 2**out_bits - 1)``.
 
-    Same ``e``/``S`` as :func:`log_int_softmax`; ``F = full_scale`` (default ``2**out_bits - 1``); ``S = 0`` (fully
+    Same ``e``/``S`` as :func:`log_int_softmax`; ``F = full_scale`` (default ``2**out_bits - 1``; an int or one per
+    head, axis -3); ``S = 0`` (fully
     masked row) gives 0. int64 codes in ``[0, 2**out_bits - 1]``; ``OverflowError`` when ``e_max*F + (L*e_max >> 1)
     + L*e_max`` does not fit int64.
     """
     op = "uniform_int_softmax"
     shape, rows, mask_rows, c = _softmax_rows(q, zero_point, constants, bits, signed, mask, op)
-    levels, full = uniform_levels(out_bits, full_scale, op)
-    prove_uniform_int_softmax_bounds(c, shape[-1], full, op)
+    levels, full = uniform_levels(out_bits, full_scale, op, shape)
+    prove_uniform_int_softmax_bounds(c, shape[-1], int(np.max(full)), op)
+    # F of each row (one per head: rows of q[..., h, :, :] take F[h])
+    row_full = torch.as_tensor(np.broadcast_to(np.asarray(full, dtype=np.int64).reshape(-1, 1) if np.ndim(full)
+                                               else np.int64(full), shape[:-1]).reshape(-1, 1).copy(),
+                               device=rows.device)
     out = torch.empty_like(rows)
     for part in _row_chunks(rows.shape[0], shape[-1]):
         e, total = _row_exps(rows[part], None if mask_rows is None else mask_rows[part], c)
-        out[part] = ((e * full + (total >> 1)) // total.clamp_min(1)).clamp_max(levels)  # round(e * F / S), ties half up
+        out[part] = ((e * row_full[part] + (total >> 1)) // total.clamp_min(1)).clamp_max(levels)  # round(e F / S), ties up
     return out.reshape(shape)
 
 

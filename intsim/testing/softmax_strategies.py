@@ -29,6 +29,7 @@ __all__ = [
     "softmax_cases",
     "lis_codes",
     "lis_attention_cases",
+    "with_heads_axis",
 ]
 
 ROW_KINDS = ("random", "equal", "one_hot", "band", "tied_max")
@@ -191,3 +192,16 @@ def lis_attention_cases(
         v=v.astype(smallest_code_dtype(lo, hi)).reshape(v_shape),
         v_zero_point=draw(int_codes(lo=lo, hi=hi)),
     )
+
+
+def with_heads_axis(case: dict) -> dict:
+    """``case`` with ``q`` (and an array ``mask`` of more than one axis) given leading axes of size 1 up to three
+    axes, so that axis -3 is a heads axis (for a ``full_scale`` per head)."""
+    case = dict(case)
+    q = case["q"]
+    if q.ndim < 3:
+        case["q"] = q.reshape((1,) * (3 - q.ndim) + q.shape)
+        mask = case.get("mask")
+        if mask is not None and mask.ndim > 1:
+            case["mask"] = mask.reshape((1,) * (3 - mask.ndim) + mask.shape)
+    return case

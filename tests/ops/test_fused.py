@@ -177,7 +177,8 @@ def attention_cases(draw):
     if kind == "uniform":
         softmax["out_bits"] = draw(st.integers(1, 8))
         levels = 2 ** softmax["out_bits"] - 1
-        softmax["full_scale"] = draw(st.none() | st.integers(levels, 4 * levels + 3))  # None: 2**out_bits - 1
+        softmax["full_scale"] = draw(st.none() | st.integers(levels, 4 * levels + 3)  # None: 2**out_bits - 1
+                                     | st.lists(st.integers(levels, 4 * levels + 3), min_size=heads, max_size=heads))
     context = draw(requant_params(channels))
     context["shift"] = np.array([draw(st.integers(30, 50)) for _ in context["shift"]])
     return dict(q=q, k=k, v=v, heads=heads, q_zero_point=draw(st.integers(0, 255)),

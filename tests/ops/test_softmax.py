@@ -507,6 +507,35 @@ def test_uniform_full_scale_kernel_reference_and_python_fractions_agree(case, ou
     np.testing.assert_array_equal(uniform_int_softmax(**case, out_bits=out_bits, full_scale=full).astype(np.int64), want)
 
 
+@given(sst.softmax_cases(max_bits=12, max_leading_dims=3), st.integers(1, 12), st.data())
+def test_a_full_scale_per_head_is_each_heads_own_softmax(case, out_bits, data):
+    # APQ-ViT's MPQ: F[h] for the rows of q[..., h, :, :]; the same codes as the op on each head alone, and as
+    # Python fractions
+    case = sst.with_heads_axis(case)
+    q = case["q"]
+    levels = 2**out_bits - 1
+    full = data.draw(st.lists(st.integers(levels, 4 * levels + 3), min_size=q.shape[-3], max_size=q.shape[-3]), "F")
+    got = uniform_int_softmax(**case, out_bits=out_bits, full_scale=full)
+    np.testing.assert_array_equal(uniform_int_softmax_reference(**case, out_bits=out_bits, full_scale=full), got)
+    for head, value in enumerate(full):
+        one = dict(case, q=q[..., head, :, :])
+        if case["mask"] is not None:
+            one["mask"] = np.broadcast_to(case["mask"], q.shape)[..., head, :, :]
+        np.testing.assert_array_equal(got[..., head, :, :], uniform_int_softmax(**one, out_bits=out_bits, full_scale=value))
+        np.testing.assert_array_equal(got[..., head, :, :].astype(np.int64), exact_uniform(one, out_bits, value))
+
+
+@pytest.mark.parametrize("implementation", [uniform_int_softmax, uniform_int_softmax_reference])
+def test_a_full_scale_per_head_must_match_the_heads_axis(implementation):
+    q = np.zeros((1, 2, 3, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"full_scale has 3 values, one per head, but q has shape \(1, 2, 3, 4\)"):
+        implementation(q, zero_point=0, constants=C01, full_scale=[255, 300, 400])
+    with pytest.raises(ValueError, match="full_scale = 254"):
+        implementation(q, zero_point=0, constants=C01, full_scale=[255, 254])
+    with pytest.raises(ValueError, match="axis -3"):
+        implementation(q[0, 0], zero_point=0, constants=C01, full_scale=[255])
+
+
 def test_uniform_full_scale_saturates_large_probabilities_and_keeps_small_ones_finer():
     q = np.array([[200, 0, 0, 0], [10, 10, 10, 10]], dtype=np.uint8)
     c = i_exp_constants(0.1)

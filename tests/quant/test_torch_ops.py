@@ -173,6 +173,16 @@ def test_uniform_int_softmax_matches_reference(case, out_bits, data):
     assert_same(ours, ops.uniform_int_softmax_reference(**case, out_bits=out_bits, full_scale=full))
 
 
+@given(sst.softmax_cases(max_leading_dims=3), st.integers(1, 16), st.data())
+def test_uniform_int_softmax_with_a_full_scale_per_head_matches_reference(case, out_bits, data):
+    case = sst.with_heads_axis(case)  # one F per head needs a heads axis (-3)
+    levels = 2**out_bits - 1
+    full = data.draw(st.lists(st.integers(levels, 2**16 - 1), min_size=case["q"].shape[-3],
+                              max_size=case["q"].shape[-3]), "full_scale")
+    ours = tops.uniform_int_softmax(**torch_case(case), out_bits=out_bits, full_scale=full)
+    assert_same(ours, ops.uniform_int_softmax_reference(**case, out_bits=out_bits, full_scale=full))
+
+
 @settings(max_examples=100)
 @given(sst.softmax_cases(min_scale=2e-5, max_scale=2e-3, max_row_length=16))
 def test_softmax_overflow_decisions_match(case):
