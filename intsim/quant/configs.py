@@ -19,6 +19,9 @@ from intsim.ops._checks import check_choice
 
 __all__ = ["CONFIGS", "POINT_KINDS", "Point", "QuantConfig", "config_from_metadata", "get_config", "make_config"]
 
+APQ_METRICS = ("bbc", "layerwise_mse")
+APQ_INPUT_GRIDS = ("ptq4vit", "port")
+
 POINT_KINDS = ("weights", "residual", "pos_embed", "post_layernorm", "qkv", "post_softmax", "attn_output",
                "gelu_input", "post_gelu")
 """The kinds of quantization point of a ViT, in the order a block meets them:
@@ -75,6 +78,14 @@ class QuantConfig:
     # adalog: the smallest base exponent q searched (base 2**(q/37)); AdaLog's code: 10. At 6 bits its searches sit
     # at 10 in every layer, so adalog-w6a6 starts lower (docs/quantization.md, AdaLog section)
     adalog_q_min: int = 10
+    # apq: the calibration metric (bbc: APQ-ViT's bottom-eliminated, gradient-weighted error of each block's output;
+    # layerwise_mse: the MSE of each searched layer's own output, the ablation) and how many of the calibration
+    # images it is evaluated on (the observers and the starting ranges see them all)
+    apq_metric: str = "bbc"
+    apq_metric_images: int = 8
+    # apq: the grid of the Linears' input quantizers: "ptq4vit" (a in [0.01, 1.2), PTQ4ViT's, which can clip ViT-Ti's
+    # massive post-GELU values) or "port" (a in [0.7, 1.1), the APQ-ViT port's); docs/quantization.md, APQ-ViT
+    apq_input_grid: str = "ptq4vit"
 
     def point(self, kind: str) -> Point:
         return getattr(self, kind)
@@ -124,6 +135,11 @@ def validate_config(config: QuantConfig) -> QuantConfig:
             raise ValueError(f"{where}: {key} = {value!r} must be an int >= {low}")
     if not isinstance(config.adalog_q_min, int) or isinstance(config.adalog_q_min, bool) or not 1 <= config.adalog_q_min <= 137:
         raise ValueError(f"{where}: adalog_q_min = {config.adalog_q_min!r} must be an int in [1, 137]")
+    check_choice(config.apq_metric, "apq_metric", where, APQ_METRICS)
+    check_choice(config.apq_input_grid, "apq_input_grid", where, APQ_INPUT_GRIDS)
+    if not isinstance(config.apq_metric_images, int) or isinstance(config.apq_metric_images, bool) \
+            or config.apq_metric_images < 1:
+        raise ValueError(f"{where}: apq_metric_images = {config.apq_metric_images!r} must be an int >= 1")
     if not isinstance(config.ptf_alpha_max, int) or not 0 <= config.ptf_alpha_max <= 7:
         raise ValueError(f"{where}: ptf_alpha_max = {config.ptf_alpha_max!r} outside [0, 7]")
     return config
@@ -160,7 +176,7 @@ def config_from_metadata(values: dict) -> QuantConfig:
 _LATER_FIELDS = ("search_rounds", "search_steps", "search_tokens", "search_seed")
 """Fields added after Programs were first committed: stored only where they differ from their defaults, so the
 Programs (and golden files) of configurations that do not use them keep their bytes and hashes."""
-_DEFAULT_ONLY_WHEN_CHANGED = ("adalog_q_min",)
+_DEFAULT_ONLY_WHEN_CHANGED = ("adalog_q_min", "apq_metric", "apq_metric_images", "apq_input_grid")
 """Fields added after the AdaLog Programs: stored, for every method, only where they differ from their defaults."""
 
 
@@ -213,6 +229,35 @@ def adalog_config(name: str, bits: int, **changes) -> QuantConfig:
 CONFIGS.update((config.name, config) for config in (adalog_config("adalog-w6a6", 6, adalog_q_min=2),
                                                      adalog_config("adalog-w4a4", 4),
                                                      adalog_config("adalog-w3a3", 3)))
+
+def apq_config(name: str, wbits: int, abits: int, **changes) -> QuantConfig:
+    """APQ-ViT at ``wbits``/``abits``: asymmetric per-channel weights, every MAC input uniform at ``abits`` (the MPQ
+    softmax codes too), the non-MAC activations (residual stream, position embedding, GELU index) at 16-bit uniform
+    codes, as in :func:`adalog_config` (APQ-ViT leaves them in floating point)."""
+    wide = Point("uniform", 16)
+    points = dict(weights=Point("asymmetric_channel", wbits), residual=wide, pos_embed=wide,
+                  post_layernorm=Point("uniform", abits), qkv=Point("uniform", abits),
+                  post_softmax=Point("mpq", abits), attn_output=Point("uniform", abits), gelu_input=wide,
+                  post_gelu=Point("uniform", abits))
+    return QuantConfig(name, method="apq", **{**points, **changes})
+
+
+CONFIGS.update((config.name, config) for config in (apq_config("apq-w8a8", 8, 8), apq_config("apq-w6a6", 6, 6),
+                                                     apq_config("apq-w4a8", 4, 8), apq_config("apq-w4a4", 4, 4)))
+
+# APQ-ViT ablation rows at W4A4 (`intsim sweep --configs apq-ablation`): MPQ against the 4-bit Log-Int-Softmax, base-2
+# log codes and the uniform softmax at its minmax range (not searched); BBC against the layerwise MSE
+CONFIGS.update(
+    (config.name, config)
+    for config in (
+        apq_config("apq-w4a4-softmax-lis", 4, 4, post_softmax=Point("lis", 4)),
+        apq_config("apq-w4a4-softmax-log2", 4, 4, post_softmax=Point("log2", 4)),
+        apq_config("apq-w4a4-softmax-minmax", 4, 4, post_softmax=Point("uniform_softmax", 4)),
+        apq_config("apq-w4a4-layerwise", 4, 4, apq_metric="layerwise_mse"),
+        apq_config("apq-w6a6-layerwise", 6, 6, apq_metric="layerwise_mse"),
+        apq_config("apq-w8a8-port-grid", 8, 8, apq_input_grid="port"),
+    )
+)
 
 # AdaLog ablation rows at W4A4 (`intsim sweep --configs adalog-ablation`): the post-softmax and post-GELU
 # quantizers (AdaLog / base-2 log / uniform), and the widths of the non-MAC activations (residual stream, position

@@ -465,7 +465,7 @@ class QuantAttention(Layer):
         scores = b.tensor(f"{p}.scores", scores_bits, True, scale=logit_scale)
         b.op("AttentionScores", scores, [q.name, k.name], [scores], heads=heads, q_zero_point=q.zero_point,
              k_zero_point=k.zero_point)
-        values, values_scale = self.probs.emit(b, p, scores, scores_bits, logit_scale, tokens, self.v, heads)
+        values, values_scale = self.probs.emit(b, p, scores, scores_bits, logit_scale, tokens, self.v, heads, channels)
         b.requantize(values, values_scale, self.context_out.name, self.context_out, self.context_out.name)
         return self.proj(Codes(self.context_out.name, self.context_out))
 

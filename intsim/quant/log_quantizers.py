@@ -257,7 +257,7 @@ class LogSoftmaxQuantizer(_LogCodes, SoftmaxQuantizer):
         codes = qp.zero_code - torch.searchsorted(ascending, uniform.contiguous(), right=True)
         return straight_through(probs, qp.dequantize(codes).to(probs.dtype)), codes.to(torch.int64)
 
-    def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads):
+    def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads, channels):
         from intsim.ops.softmax import fit_i_exp_constants
         from intsim.quant.quantizers import _exp_attributes
 

@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from intsim.ops._checks import check_int, int_range
@@ -402,7 +403,7 @@ class UniformProbsQParams:
     ``full_scale`` (``min((e * F + (S >> 1)) // S, 2**bits - 1)``); this is its fake-quant view.
     """
 
-    full_scale: int
+    full_scale: int | tuple[int, ...]
     bits: int = 8
 
     def __post_init__(self) -> None:
@@ -411,18 +412,30 @@ class UniformProbsQParams:
         op = "UniformProbsQParams"
         bits = check_bits(self.bits, op)
         object.__setattr__(self, "bits", bits)
-        object.__setattr__(self, "full_scale", check_int(self.full_scale, "full_scale", op, lo=2**bits - 1, hi=MAX_FULL_SCALE))
+        if isinstance(self.full_scale, (list, tuple, np.ndarray)):  # one per head (APQ-ViT's MPQ)
+            full = tuple(check_int(v, "full_scale", op, lo=2**bits - 1, hi=MAX_FULL_SCALE) for v in self.full_scale)
+            if not full:
+                raise ValueError(f"{op}: full_scale is an empty list")
+        else:
+            full = check_int(self.full_scale, "full_scale", op, lo=2**bits - 1, hi=MAX_FULL_SCALE)
+        object.__setattr__(self, "full_scale", full)
 
     @property
     def levels(self) -> int:
         return 2**self.bits - 1
 
+    def _full(self, probs: torch.Tensor):
+        """F against ``probs (..., heads, N, N)``: a scalar, or one per head."""
+        if isinstance(self.full_scale, tuple):
+            return torch.tensor(self.full_scale, dtype=probs.dtype, device=probs.device).reshape(-1, 1, 1)
+        return self.full_scale
+
     def quantize(self, probs: torch.Tensor) -> torch.Tensor:
         """Codes of probabilities in ``[0, 1]`` (same dtype, integer-valued)."""
-        return torch.round(probs * self.full_scale).clamp(0, self.levels)
+        return torch.round(probs * self._full(probs)).clamp(0, self.levels)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
-        return codes / self.full_scale
+        return codes / self._full(codes)
 
 
 _PTF_CHUNK_ELEMENTS = 1 << 22  # rows per chunk of the alpha search: bounds the float64 temporaries to ~32 MiB each

@@ -221,10 +221,10 @@ class SoftmaxQuantizer:
         return straight_through(probs, quantizer.dequantize(codes).to(probs.dtype)), codes
 
     def emit(self, builder, prefix: str, scores: str, scores_bits: int, logit_scale: float, tokens: int, v,
-             heads: int) -> tuple[str, float]:
+             heads: int, channels: int) -> tuple[str, float]:
         """Emit the softmax of the ``scores`` accumulator (scale ``logit_scale``) into ``{prefix}.probs`` and its
-        product with ``v`` (an activation quantizer's codes) into ``{prefix}.values``; return the values
-        accumulator's name and real scale."""
+        product with ``v`` (an activation quantizer's codes, ``channels`` of them in ``heads`` heads) into
+        ``{prefix}.values``; return the values accumulator's name and real scale (a float, or one per channel)."""
         raise NotImplementedError
 
 
@@ -245,7 +245,7 @@ class LisQuantizer(SoftmaxQuantizer):
     def effective(self) -> LisQParams:
         return self.qparams or LisQParams()
 
-    def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads):
+    def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads, channels):
         from intsim.ops.softmax import fit_i_exp_constants
 
         constants = fit_i_exp_constants(logit_scale, row_length=tokens, levels=None)
@@ -273,7 +273,7 @@ class UniformSoftmaxQuantizer(SoftmaxQuantizer):
     def effective(self) -> UniformProbsQParams:
         return self.qparams or UniformProbsQParams(2**self.bits - 1, self.bits)
 
-    def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads):
+    def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads, channels):
         from intsim.ops.softmax import fit_i_exp_constants, largest_full_scale
 
         levels = 2**self.bits - 1
