@@ -69,21 +69,34 @@ def coarse_to_fine(score, count: int, stride: int = COARSE_STRIDE) -> int:
 
 # ------------------------------------------------------------------------------------------ the quantities
 class UniformRange:
-    """A per-tensor uniform activation quantizer: ``s = a (hi - lo) / (2**b - 1)``, ``zp = rhe(-a lo / s)``
-    (clamped), ``lo/hi`` its starting range; ``consumers`` are the Linears whose bias grid follows its scale."""
+    """A per-tensor uniform activation quantizer: ``s = (hi_a - lo_a) / (2**b - 1)``, ``zp = rhe(-lo_a / s)``
+    (clamped) over the candidate window ``[lo_a, hi_a]`` of :meth:`window`, from its observer's calibrated range
+    ``[lo, hi]`` (with 0); ``consumers`` are the Linears whose bias grid follows its scale. The port scales both ends
+    by ``a`` (``s = a (hi - lo) / (2**b - 1)``, ``zp = rhe(-a lo / s)``), which keeps the zero point of a one-sided
+    range at 0 for every ``a``: GELU's negative values (to -0.17) then never have a code."""
 
     bounds = LINEAR_ALPHAS
 
     def __init__(self, quantizer: UniformQuantizer, consumers=(), bounds=None):
         self.quantizer, self.consumers = quantizer, tuple(consumers)
         self.bounds = bounds or self.bounds
-        qp = quantizer.qparams
-        self.levels = 2**qp.bits - 1
-        self.low, self.high = -qp.zero_point * qp.scale, (self.levels - qp.zero_point) * qp.scale
+        self.levels = 2**quantizer.bits - 1
+        low, high = quantizer.observer.range()
+        self.low, self.high = min(low, 0.0), max(high, 0.0)
+
+    def window(self, alpha: float) -> tuple[float, float]:
+        """The candidate's real range: below ``a = 1`` the observed range clipped to ``[-a M, a M]`` (``M`` its
+        largest magnitude: only the far end is cut, a one-sided range such as GELU's ``[-0.17, 150]`` keeps its
+        small end); from ``a = 1`` both ends times ``a`` (the port's widening)."""
+        if alpha >= 1.0:
+            return alpha * self.low, alpha * self.high
+        magnitude = alpha * max(-self.low, self.high)
+        return max(self.low, -magnitude), min(self.high, magnitude)
 
     def key(self, alpha: float):
-        scale = snap_scale(max(alpha * (self.high - self.low), 1e-12) / self.levels)
-        return scale, int(np.clip(np.round(-alpha * self.low / scale), 0, self.levels))
+        low, high = self.window(alpha)
+        scale = snap_scale(max(high - low, 1e-12) / self.levels)
+        return scale, int(np.clip(np.round(-low / scale), 0, self.levels))
 
     def apply(self, alpha: float) -> None:
         scale, zero_point = self.key(alpha)

@@ -163,3 +163,25 @@ def test_a_per_head_full_scale_of_the_wrong_length_is_refused_by_the_program_che
     softmax.attrs["full_scale"] = [14, 300]  # below 2**4 - 1
     with pytest.raises(ProgramError, match="full_scale"):
         broken.validate()
+
+
+def test_an_input_range_starts_from_the_observed_range_and_clips_only_its_far_end():
+    # GELU's outputs reach -0.17 and (ViT-Ti block 7) 150: clipping the top must keep codes for the negative end
+    from intsim.quant.apq import UniformRange
+    from intsim.quant.quantizers import make_quantizer
+
+    quantizer = make_quantizer(make_config("apq-w8a8"), "post_gelu", "g")
+    quantizer.observe(torch.tensor([-0.17, 0.5, 150.0], dtype=torch.float64))
+    quantizer.finish()
+    assert quantizer.qparams.zero_point == 0
+    search = UniformRange(quantizer)
+    assert (search.low, search.high) == (-0.17, 150.0)
+    assert search.window(0.2) == (-0.17, 30.0)
+    scale, zero_point = search.key(0.2)
+    assert scale == pytest.approx(30.17 / 255, rel=1e-4) and zero_point == round(0.17 / scale) == 1
+    search.apply(0.2)
+    assert quantizer.qparams.zero_point == 1
+    assert search.window(1.1) == pytest.approx((-0.187, 165.0))  # from a = 1: both ends widen
+    symmetric = UniformRange(quantizer)
+    symmetric.low, symmetric.high = -20.0, 23.0
+    assert symmetric.window(0.5) == (-11.5, 11.5) and symmetric.window(1.0) == (-20.0, 23.0)
