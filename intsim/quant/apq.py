@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from intsim.quant.methods import Method, observe, register_method
+from intsim.quant.observers import full_scale_of
 from intsim.quant.qparams import QParams, UniformProbsQParams, snap_scale
 from intsim.quant.quantizers import UniformQuantizer, UniformSoftmaxQuantizer
 
@@ -232,8 +233,8 @@ class ApqSearch:
         qvit.mode = "float"
         with torch.no_grad():
             if layerwise:
-                captures = {id(m): _Capture(m) for m in {id(layer_of[id(q)]): layer_of[id(q)] for pair in pairs
-                                                        for q in pair}.values()}
+                layers = {id(layer_of[id(q)]): layer_of[id(q)] for pair in pairs for q in pair}
+                captures = {key: _Capture(layer) for key, layer in layers.items()}
                 unit(x)
                 references = {key: capture.value for key, capture in captures.items()}
             else:
@@ -353,22 +354,16 @@ class HeadMaxObserver:
         self.largest = largest if self.largest is None else np.maximum(self.largest, largest)
 
     def qparams(self) -> UniformProbsQParams:
-        from intsim.ops.softmax import MAX_FULL_SCALE
-
         if self.largest is None or not (self.largest > 0).all():
             raise RuntimeError("HeadMaxObserver: no positive attention probability observed in some head")
-        levels = 2**self.bits - 1
-        full = [min(max(int(np.floor(levels / min(p, 1.0))), levels), MAX_FULL_SCALE) for p in self.largest]
-        return UniformProbsQParams(tuple(full), self.bits)
+        return UniformProbsQParams(tuple(full_scale_of(float(p), self.bits) for p in self.largest), self.bits)
 
 
 class MpqSoftmaxQuantizer(UniformSoftmaxQuantizer):
     """APQ-ViT's Matthew-effect preserving quantizer of the attention probabilities, one ``F_h`` per head: codes
     ``min(rhe(p F_h), 2**b - 1)`` (zero point 0, value ``c / F_h``), ``F_h`` searched by the ``apq`` method
-    (:class:`SoftmaxRange`) from the observer's ``floor((2**b - 1) / max_h p)``. Integer ops: ``UniformSoftmax``
-    with ``full_scale`` one per head, ``AttentionValues``; the context accumulator's channel ``c`` has scale
-    ``s_v / F_h`` (``h = c // head_width``), so the context requantization is per channel. The probability codes'
-    scale is per head (``1 / full_scale[h]`` of the op); their tensor declares none."""
+    (:class:`SoftmaxRange`) from the observer's ``floor((2**b - 1) / max_h p)``. Integer ops: those of
+    ``uniform_softmax`` (:meth:`UniformSoftmaxQuantizer.emit`) with ``full_scale`` one per head."""
 
     def make_observer(self):
         return HeadMaxObserver(self.bits)
@@ -377,36 +372,6 @@ class MpqSoftmaxQuantizer(UniformSoftmaxQuantizer):
         if self.qparams is None:
             raise RuntimeError(f"{self.name}: MPQ needs calibration (its full scales are per head)")
         return self.qparams
-
-    def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads, channels):
-        from intsim.ops.softmax import fit_i_exp_constants, largest_full_scale
-        from intsim.quant.builder import signed_bits
-        from intsim.quant.quantizers import _exp_attributes
-
-        levels = 2**self.bits - 1
-        full = list(self.effective().full_scale)
-        if len(full) != heads:
-            raise ValueError(f"{self.name}: {len(full)} full scales for {heads} heads")
-        try:
-            constants = fit_i_exp_constants(logit_scale, row_length=tokens, levels=max(full))
-        except OverflowError:  # as UniformSoftmaxQuantizer: the fixed scale's constants, F capped where they must be
-            constants = fit_i_exp_constants(logit_scale, row_length=tokens, levels=levels)
-            cap = largest_full_scale(constants, tokens)
-            full = [max(levels, min(value, cap)) for value in full]
-        probs, values = f"{prefix}.probs", f"{prefix}.values"
-        builder.tensor(probs, self.bits, False, scale=None)
-        builder.op("UniformSoftmax", probs, [scores], [probs], out_bits=self.bits, full_scale=full,
-                   **_exp_attributes(constants, scores_bits))
-        # channel c of the context is head c // (channels // heads): its scale s_v / F_h
-        per_channel = np.repeat(1.0 / np.asarray(full, dtype=np.float64), channels // heads) * v.unit_scale
-        builder.tensor(values, signed_bits(tokens * v.span * levels), True, scale=per_channel)
-        builder.op("AttentionValues", values, [probs, v.name], [values], heads=heads, v_zero_point=v.zero_point)
-        return values, per_channel
-
-    def restore(self, program, name: str) -> None:
-        (op,) = [op for op in program.ops if op.outputs == [name]]
-        full = op.attrs["full_scale"]
-        self.qparams = UniformProbsQParams(tuple(full) if isinstance(full, list) else full, program.tensors[name].bits)
 
 
 def _register() -> None:

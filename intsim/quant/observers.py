@@ -409,6 +409,15 @@ class LisScaleObserver:
         return LisQParams(snap_scale(self.rows / self.total))
 
 
+def full_scale_of(largest: float, bits: int) -> int:
+    """A uniform softmax's ``F = floor((2**bits - 1) / largest)`` for the largest probability seen, within
+    ``[2**bits - 1, MAX_FULL_SCALE]`` (the code ``2**bits - 1`` stands for no more than ``largest``)."""
+    from intsim.ops.softmax import MAX_FULL_SCALE
+
+    levels = 2**bits - 1
+    return min(max(math.floor(levels / min(largest, 1.0)), levels), MAX_FULL_SCALE)
+
+
 class SoftmaxMaxObserver:
     """Largest float attention probability seen: FQ-ViT's minmax observer on the softmax output (``min`` is 0).
 
@@ -429,12 +438,9 @@ class SoftmaxMaxObserver:
             self.largest = max(self.largest, float(probs.max()))
 
     def qparams(self) -> UniformProbsQParams:
-        from intsim.ops.softmax import MAX_FULL_SCALE
-
         if self.largest <= 0.0:
             raise RuntimeError(f"{type(self).__name__}: no positive attention probability observed yet (call update() first)")
-        levels = 2**self.bits - 1
-        return UniformProbsQParams(min(max(math.floor(levels / min(self.largest, 1.0)), levels), MAX_FULL_SCALE), self.bits)
+        return UniformProbsQParams(full_scale_of(self.largest, self.bits), self.bits)
 
 
 OBSERVERS: dict[str, type[Observer]] = {

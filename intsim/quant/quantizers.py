@@ -274,25 +274,36 @@ class UniformSoftmaxQuantizer(SoftmaxQuantizer):
         return self.qparams or UniformProbsQParams(2**self.bits - 1, self.bits)
 
     def emit(self, builder, prefix, scores, scores_bits, logit_scale, tokens, v, heads, channels):
+        """One ``F`` (the probability codes at scale ``1 / F``), or one per head (APQ-ViT's MPQ: the codes' scale
+        ``1 / F_h`` is per head, so their tensor declares none, and the context accumulator's channel ``c`` has scale
+        ``s_v / F_h``, ``h = c // (channels / heads)``: its requantization is per channel)."""
         from intsim.ops.softmax import fit_i_exp_constants, largest_full_scale
 
         levels = 2**self.bits - 1
         full_scale = self.effective().full_scale
+        per_head = isinstance(full_scale, tuple)
+        fulls = list(full_scale) if per_head else [full_scale]
+        if per_head and len(fulls) != heads:
+            raise ValueError(f"{self.name}: {len(fulls)} full scales for {heads} heads")
         try:
-            constants = fit_i_exp_constants(logit_scale, row_length=tokens, levels=full_scale)
+            constants = fit_i_exp_constants(logit_scale, row_length=tokens, levels=max(fulls))
         except OverflowError:
             # a fine logit scale leaves no int64 room for e * F: keep the fixed scale's exp constants and the
             # largest F they allow (>= 2**bits - 1, which they were fitted for)
             constants = fit_i_exp_constants(logit_scale, row_length=tokens, levels=levels)
-            full_scale = max(levels, min(full_scale, largest_full_scale(constants, tokens)))
+            cap = largest_full_scale(constants, tokens)
+            fulls = [max(levels, min(full, cap)) for full in fulls]
         probs, values = f"{prefix}.probs", f"{prefix}.values"
-        builder.tensor(probs, self.bits, False, scale=1.0 / full_scale)
-        builder.op("UniformSoftmax", probs, [scores], [probs], out_bits=self.bits, full_scale=full_scale,
-                   **_exp_attributes(constants, scores_bits))
-        probs_scale = 1.0 / full_scale
-        builder.tensor(values, signed_bits(tokens * v.span * levels), True, scale=probs_scale * v.unit_scale)
+        builder.tensor(probs, self.bits, False, scale=None if per_head else 1.0 / fulls[0])
+        builder.op("UniformSoftmax", probs, [scores], [probs], out_bits=self.bits,
+                   full_scale=fulls if per_head else fulls[0], **_exp_attributes(constants, scores_bits))
+        if per_head:
+            values_scale = np.repeat(1.0 / np.asarray(fulls, dtype=np.float64), channels // heads) * v.unit_scale
+        else:
+            values_scale = 1.0 / fulls[0] * v.unit_scale
+        builder.tensor(values, signed_bits(tokens * v.span * levels), True, scale=values_scale)
         builder.op("AttentionValues", values, [probs, v.name], [values], heads=heads, v_zero_point=v.zero_point)
-        return values, probs_scale * v.unit_scale
+        return values, values_scale
 
     def restore(self, program, name: str) -> None:
         (op,) = [op for op in program.ops if op.outputs == [name]]

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from test_registries import MEAN, STD, _assert_bit_exact, _program, _tiny_vit, pixels  # noqa: F401 (fixture)
+from test_registries import (MEAN, STD, _assert_bit_exact, _assert_from_program_rebuilds, _program,  # noqa: F401
+                             _tiny_vit, pixels)  # pixels: a fixture
 
 from intsim.quant.adalog import weight_candidates
 from intsim.quant.configs import CONFIGS, validate_config
@@ -70,11 +71,7 @@ def test_an_adalog_program_uses_the_log_kinds_and_runs_bit_exact(adalog_program,
 
 
 def test_from_program_rebuilds_the_searched_fast_model(adalog_program, pixels):
-    qvit, program = adalog_program
-    rebuilt = QuantViT.from_program(qvit.model, program)
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt.run_fast(torch.as_tensor(pixels))[0],
-                                   qvit.run_fast(torch.as_tensor(pixels))[0], rtol=0, atol=0)
+    _assert_from_program_rebuilds(*adalog_program, pixels)
 
 
 def test_the_search_beats_the_unsearched_quantizers_on_the_model_output(adalog_program, pixels):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_registries import MEAN, STD, _assert_bit_exact, _program, _tiny_vit, pixels  # noqa: F401 (fixture)
+from test_registries import (MEAN, STD, _assert_bit_exact, _assert_from_program_rebuilds, _program,  # noqa: F401
+                             _tiny_vit, pixels)  # pixels: a fixture
 
 from intsim.quant.apq import (BOTTOM_FRACTION, GRID_POINTS, MATMUL_ALPHAS, ApqSearch, SoftmaxRange, alpha_grid,
                               bbc_score, coarse_to_fine)
 from intsim.quant.qparams import UniformProbsQParams
 from intsim.quant.configs import CONFIGS, config_from_metadata, config_metadata, make_config, validate_config
-from intsim.quant.vit import QuantViT
 
 
 def test_the_grids_are_the_ports_and_leave_out_the_upper_end():
@@ -88,11 +88,7 @@ def test_an_apq_program_uses_the_uniform_softmax_and_runs_bit_exact(apq_program,
 
 
 def test_from_program_rebuilds_the_searched_fast_model(apq_program, pixels):
-    qvit, program = apq_program
-    rebuilt = QuantViT.from_program(qvit.model, program)
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt.run_fast(torch.as_tensor(pixels))[0],
-                                   qvit.run_fast(torch.as_tensor(pixels))[0], rtol=0, atol=0)
+    _assert_from_program_rebuilds(*apq_program, pixels)
 
 
 @pytest.mark.parametrize("metric", ["bbc", "layerwise_mse"])

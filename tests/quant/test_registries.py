@@ -55,6 +55,15 @@ def _assert_bit_exact(program, pixels) -> None:
     np.testing.assert_array_equal(integer, exact)
 
 
+def _assert_from_program_rebuilds(qvit, program, pixels) -> None:
+    """``QuantViT.from_program`` gives the same fast logits as the calibrated model (every searched parameter is in
+    the Program)."""
+    rebuilt = QuantViT.from_program(qvit.model, program)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.run_fast(torch.as_tensor(pixels))[0],
+                                   qvit.run_fast(torch.as_tensor(pixels))[0], rtol=0, atol=0)
+
+
 def _every_point_choice():
     """(kind, quantizer, bits) for every registered quantizer, every kind it serves, every bit width it allows."""
     for kind in POINT_KINDS:
