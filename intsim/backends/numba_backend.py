@@ -128,13 +128,19 @@ def _plain_linear(linear, fetch):
 
 
 def _asymmetric_linear(linear, fetch):
-    """An ``AsymmetricLinear`` as a plain linear: ``sum_k (x_k - x_zp) (w_nk - wzp_n)`` is the plain linear of the
-    centred weight ``w - wzp`` (:func:`intsim.ops.logquant.centred_weight`, derived once per Program constant)."""
+    """An ``AsymmetricLinear`` as a plain linear: ``sum_k ((x_k - x_zp) << s_k) (w_nk - wzp_n)`` is the plain linear
+    of the centred weight ``w - wzp`` (:func:`intsim.ops.logquant.centred_weight`), shifted by the optional input
+    shifts as for ``Linear``; both derived once per Program constant."""
     from intsim.ops.logquant import centred_weight
+    from intsim.ops.matmul import shifted_linear_weight
 
-    x, weight, weight_zero_point, bias = (fetch(name) for name in linear.inputs)
-    weight = derived("centred_weight", (weight, weight_zero_point), centred_weight)
-    return x, linear.attrs["x_zero_point"], weight, bias
+    x, weight, weight_zero_point, bias = (fetch(name) for name in linear.inputs[:4])
+    if len(linear.inputs) > 4:
+        centred = derived("shifted_centred_weight", (weight, weight_zero_point, fetch(linear.inputs[4])),
+                          lambda w, z, k: shifted_linear_weight(centred_weight(w, z), k))
+    else:
+        centred = derived("centred_weight", (weight, weight_zero_point), centred_weight)
+    return x, linear.attrs["x_zero_point"], centred, bias
 
 
 def _log_linear(linear, fetch):

@@ -674,11 +674,15 @@ def _log_values_random(rng):
                        _tables(bits, _fitting_q(rng, bits)), v_zero_point=int(rng.integers(0, 256)))
 
 
-def _asym(label, x, x_w, weight, w_w, weight_zero_point, bias, *, x_zero_point=0):
+def _asym(label, x, x_w, weight, w_w, weight_zero_point, bias, *, x_zero_point=0, x_shift=None):
     kwargs = dict(x=np.asarray(x, dtype=_code_dtype(*x_w)), weight=np.asarray(weight, dtype=_code_dtype(*w_w)),
                   weight_zero_point=np.asarray(weight_zero_point, dtype=np.int64),
                   bias=np.asarray(bias, dtype=np.int64), x_zero_point=x_zero_point)
-    return Case(label, kwargs, {"x": x_w, "weight": w_w, "weight_zero_point": (32, True), "bias": (32, True)})
+    widths = {"x": x_w, "weight": w_w, "weight_zero_point": (32, True), "bias": (32, True)}
+    if x_shift is not None:
+        kwargs["x_shift"] = np.asarray(x_shift, dtype=np.uint8)
+        widths["x_shift"] = (4, False)
+    return Case(label, kwargs, widths)
 
 
 def _weight_span(case):
@@ -693,7 +697,8 @@ def _bias_abs(case):
 
 def _asym_output(case):
     k = case.kwargs
-    return _symmetric(k["x"].shape[-1] * _span(k["x_zero_point"], *case.widths["x"]) * _weight_span(case)
+    factors = 2 ** np.asarray(k.get("x_shift", np.zeros(k["x"].shape[-1])), dtype=np.int64)
+    return _symmetric(int(factors.sum()) * _span(k["x_zero_point"], *case.widths["x"]) * _weight_span(case)
                       + _bias_abs(case))
 
 
@@ -711,6 +716,9 @@ def _asym_corners():
               _codes(rng, (5,), 8, False), _codes(rng, (5,), 16, True), x_zero_point=128),
         _asym("int4_weights", _codes(rng, (4, 12), 8, False), (8, False), _codes(rng, (6, 12), 4, False), (4, False),
               _codes(rng, (6,), 4, False), _codes(rng, (6,), 16, True), x_zero_point=3),
+        # PTF input factors (fc2 over APQ-ViT's per-channel GELU codes): every shift 0..15 once, extreme codes
+        _asym("ptf_input_shifts_0_to_15", x[:, :16], (8, False), weight[:, :16], (8, False), [255, 0, 128],
+              [-(2**31), 2**31 - 1, 0], x_zero_point=7, x_shift=np.arange(16)),
     ]
 
 
@@ -795,7 +803,8 @@ SUITES: dict[str, OpCases] = {suite.name: suite for suite in (
             _log_values_random, _log_values_output,
             roles={"codes": "probs", "shift": "shift_table", "mantissa": "mantissa_table"},
             zero_points={"v": "v_zero_point"}),
-    OpCases("asymmetric_linear", "AsymmetricLinear", ("x",), ("weight", "weight_zero_point", "bias"), _asym_corners,
+    OpCases("asymmetric_linear", "AsymmetricLinear", ("x",), ("weight", "weight_zero_point", "bias", "x_shift"),
+            _asym_corners,
             _asym_random, _asym_output, zero_points={"x": "x_zero_point"}),
     OpCases("log_linear", "LogLinear", ("x",), ("weight", "weight_zero_point", "bias", "shift", "mantissa"),
             _log_lin_corners, _log_lin_random, _log_lin_output,

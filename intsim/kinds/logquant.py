@@ -80,8 +80,10 @@ def _linear_shapes(x: s.OperandView, weight: s.OperandView, weight_zero_point: s
 
 
 def _asymmetric_linear(view: OpView) -> list[tuple]:
-    x, weight, weight_zero_point, bias = view.inputs
+    x, weight, weight_zero_point, bias, *x_shift = view.inputs
     outputs = _linear_shapes(x, weight, weight_zero_point, bias)
+    for shift in x_shift:
+        s.shape_is(shift, (s.channels(x),), "K, one per input channel")
     s.zero_point_of(view, "x_zero_point", x)
     return [x.shape[:-1] + (outputs,)]
 
@@ -103,8 +105,9 @@ def _execute_log_values(be, a, codes, v, shift, mantissa):
                                                    v_zero_point=a["v_zero_point"], max_shift=a["max_shift"]))
 
 
-def _execute_asymmetric_linear(be, a, x, weight, weight_zero_point, bias):
-    return be.ops.asymmetric_linear(x, weight, weight_zero_point, bias, x_zero_point=a["x_zero_point"])
+def _execute_asymmetric_linear(be, a, x, weight, weight_zero_point, bias, x_shift=None):
+    return be.ops.asymmetric_linear(x, weight, weight_zero_point, bias, x_zero_point=a["x_zero_point"],
+                                    x_shift=x_shift)
 
 
 def _execute_log_linear(be, a, x, weight, weight_zero_point, bias, shift, mantissa):
@@ -148,15 +151,22 @@ def _centred_weight(weight, weight_zero_point) -> np.ndarray:
 
 def _asymmetric_linear_report(report, program, op, inputs, outputs):
     from intsim.ops import integer_matmul
+    from intsim.ops.matmul import shifted_linear_input
 
-    x, weight, weight_zero_point, bias = inputs
+    x, weight, weight_zero_point, bias = inputs[:4]
+    shift = np.asarray(inputs[4]).astype(np.int64) if len(inputs) > 4 else None
     zp = op.attrs["x_zero_point"]
     centred = _centred_weight(weight, weight_zero_point)
     bias = np.asarray(bias).astype(np.int64)
-    x = np.asarray(x).astype(np.int64)
-    rows = np.abs(x - zp).reshape(-1, x.shape[-1])
+    operand, operand_zp = shifted_linear_input(np.asarray(x), zp, shift)  # with shifts: (x - zp) << shift, zp 0
+    x = operand.astype(np.int64)
+    rows = np.abs(x - operand_zp).reshape(-1, x.shape[-1])
     terms = integer_matmul(rows, np.ascontiguousarray(centred.T)).reshape(x.shape[:-1] + (centred.shape[0],))
-    bound = centred.shape[1] * span(program.tensors[op.inputs[0]], zp) * max_abs(centred) + max_abs(bias)
+    x_span = span(program.tensors[op.inputs[0]], zp)
+    if shift is None:
+        bound = centred.shape[1] * x_span * max_abs(centred) + max_abs(bias)
+    else:  # each input channel's span times its factor, times the largest |w - wzp| of its column
+        bound = x_span * int((centred.max(axis=0, initial=0) << shift).sum()) + max_abs(bias)
     report.add("partial_sum_bound", terms + np.abs(bias), bound=bound)
     return None
 
@@ -201,13 +211,14 @@ KINDS = (
     OpKind("AsymmetricLinear",
            OpSchema("AsymmetricLinear", (Operand("x"), Operand("weight", constant=True),
                                          Operand("weight_zero_point", constant=True, values=s.INT32),
-                                         Operand("bias", constant=True, values=s.INT32)),
+                                         Operand("bias", constant=True, values=s.INT32),
+                                         Operand("x_shift", constant=True, values=s.INPUT_SHIFT, optional=True)),
                     (s.int_attribute("x_zero_point", s.INT64),), _asymmetric_linear,
-                    checks="weight (N, K), x (..., K), weight_zero_point (N,), bias (N,); x_zero_point within x's "
-                           "declared range"),
+                    checks="weight (N, K), x (..., K), weight_zero_point (N,), bias (N,), x_shift (K,); x_zero_point "
+                           "within x's declared range"),
            execute=_execute_asymmetric_linear, function="asymmetric_linear",
-           summary="x (...,K), weight (N,K) unsigned codes, weight_zero_point (N,), bias (N,) -> int64 acc (...,N): "
-                   "sum of (x - x_zp) * (w - wzp_n) + bias",
+           summary="x (...,K), weight (N,K) unsigned codes, weight_zero_point (N,), bias (N,)[, x_shift (K,)] -> "
+                   "int64 acc (...,N): sum of ((x - x_zp) << x_shift) * (w - wzp_n) + bias",
            intermediates=("partial_sum_bound",), recompute=_asymmetric_linear_report),
     OpKind("LogLinear",
            OpSchema("LogLinear", (Operand("x"), Operand("weight", constant=True),

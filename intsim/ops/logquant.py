@@ -9,7 +9,7 @@ same on every machine.
 Integer contract of the ops (all int64, exact, bounds proved before computing, ``OverflowError`` naming the op):
     log_encode(x, thresholds)           out = #{k : x < T_k}   (ties x == T_k go to the lower code)
     log_attention_values(codes, v, ...) acc = sum_j W[c_ij] * (v_jd - zp),  W = log_weight_table(SH, M, max_shift)
-    asymmetric_linear(x, w, wzp, bias)  acc = sum_k (x_k - x_zp) * (w_nk - wzp_n) + bias_n
+    asymmetric_linear(x, w, wzp, bias)  acc = sum_k ((x_k - x_zp) << x_shift_k) * (w_nk - wzp_n) + bias_n
     log_linear(x, w, wzp, bias, SH, M)  acc = sum_k W[x_k] * (w_nk - wzp_n) + bias_n
 
 Rounding: the ops themselves never round (comparisons, gathers, exact sums). Rounding happens at plan time only:
@@ -43,13 +43,14 @@ from intsim.ops._checks import (
     check_int_bounds_fit,
     smallest_code_dtype,
 )
-from intsim.ops.matmul import _narrowed, integer_matmul
+from intsim.ops.matmul import _narrowed, integer_matmul, shifted_linear_input
 
 __all__ = ["ADALOG_R", "adalog_denominator", "adalog_shift_table", "adalog_mantissa_table", "adalog_thresholds",
            "log_weight_table", "max_log_shift", "check_log_tables", "log_encode", "log_encode_reference",
            "log_attention_values", "log_attention_values_reference", "asymmetric_linear",
            "asymmetric_linear_reference", "log_linear", "log_linear_reference", "check_log_encode",
-           "check_log_attention_values", "check_asymmetric_linear", "check_log_linear", "LinearBounds",
+           "check_log_attention_values", "check_asymmetric_linear", "check_log_linear", "check_linear_weight_shapes",
+           "LinearBounds",
            "centred_weight", "count_at_most", "log_weights_of"]
 
 ADALOG_R = 37
@@ -317,10 +318,15 @@ class LinearBounds(NamedTuple):
     table: np.ndarray | None  # the log weights W (L+1,), None for the asymmetric linear
 
 
-def _check_linear(x: Operand, weight_t: Operand, weight_zero_point, bias, op, bias_range, bias_where):
-    x_shape, k_n = tuple(x.shape), tuple(weight_t.shape)
+def check_linear_weight_shapes(x_shape: tuple, k_n: tuple, op: str) -> None:
+    """``x (..., K)`` and the TRANSPOSED weight ``(K, N)`` (``k_n``), else ``ValueError`` naming the op."""
     if len(x_shape) < 1 or len(k_n) != 2 or x_shape[-1] != k_n[0]:
         raise ValueError(f"{op}: x (..., K) and weight (N, K) needed, got {x_shape} and {k_n[::-1]}")
+
+
+def _check_linear(x: Operand, weight_t: Operand, weight_zero_point, bias, op, bias_range, bias_where):
+    x_shape, k_n = tuple(x.shape), tuple(weight_t.shape)
+    check_linear_weight_shapes(x_shape, k_n, op)
     n = k_n[1]
     wzp = as_int_array(weight_zero_point, "weight_zero_point", op)
     bias = as_int_array(bias, "bias", op)
@@ -386,8 +392,21 @@ def _numpy_linear(x, weight, check, *args):
     return x, centred_w, c
 
 
-def asymmetric_linear_reference(x, weight, weight_zero_point, bias, *, x_zero_point=0) -> np.ndarray:
-    """Reference: ``acc[..., n] = sum_k (x_k - x_zp) * (w_nk - wzp_n) + bias_n`` in int64 (bias int32)."""
+def _shifted_input(x, weight, x_zero_point, x_shift, op: str):
+    """``(x, x_zero_point)``, or with ``x_shift`` the power-of-two-factor input ``((x - x_zp) << x_shift[k], 0)``
+    (:func:`intsim.ops.matmul.shifted_linear_input`: validated, int64, the shifted input proved to fit int64); the
+    shapes of ``x`` and ``weight`` are checked first, as without ``x_shift``."""
+    if x_shift is None:
+        return x, x_zero_point
+    x, weight = as_int_array(x, "x", op), as_int_array(weight, "weight", op)
+    check_linear_weight_shapes(tuple(x.shape), tuple(weight.shape[::-1]), op)
+    return shifted_linear_input(x, x_zero_point, x_shift, op)
+
+
+def asymmetric_linear_reference(x, weight, weight_zero_point, bias, *, x_zero_point=0, x_shift=None) -> np.ndarray:
+    """Reference: ``acc[..., n] = sum_k ((x_k - x_zp) << x_shift_k) * (w_nk - wzp_n) + bias_n`` in int64 (bias
+    int32; no ``x_shift``: no shift)."""
+    x, x_zero_point = _shifted_input(x, weight, x_zero_point, x_shift, "asymmetric_linear")
     x, cw, c = _numpy_linear(x, weight, check_asymmetric_linear, weight_zero_point, bias, x_zero_point)
     centred = x.astype(np.int64) - c.x_zero_point
     acc = np.zeros(x.shape[:-1] + (cw.shape[0],), dtype=np.int64) + c.bias
@@ -437,10 +456,13 @@ def _gather_codes(codes, table, out):
     return outside
 
 
-def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0) -> np.ndarray:
-    """Exact asymmetric linear ``(x - x_zp) @ (w - wzp).T + bias``: ``x (..., K)`` codes with a per-tensor zero
-    point, ``weight (N, K)`` unsigned codes with a per-row zero point ``(N,)`` (int32), ``bias`` int32 ``(N,)``;
-    int64 ``(..., N)``. The centred weight (int64), then :func:`integer_matmul` (same proof)."""
+def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0, x_shift=None) -> np.ndarray:
+    """Exact asymmetric linear ``((x - x_zp) << x_shift) @ (w - wzp).T + bias``: ``x (..., K)`` codes with a
+    per-tensor zero point, ``weight (N, K)`` unsigned codes with a per-row zero point ``(N,)`` (int32), ``bias`` int32
+    ``(N,)``, ``x_shift`` ``None`` or integers ``(K,)`` in ``[0, 15]`` (PTF codes: input channel ``k`` at scale
+    ``s_x * 2**x_shift[k]``, as for :func:`intsim.ops.matmul.integer_linear`); int64 ``(..., N)``. The shifted input
+    and the centred weight (int64), then :func:`integer_matmul` (same proof, on the shifted input)."""
+    x, x_zero_point = _shifted_input(x, weight, x_zero_point, x_shift, "asymmetric_linear")
     x, cw, c = _numpy_linear(x, weight, check_asymmetric_linear, weight_zero_point, bias, x_zero_point)
     rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     out = integer_matmul(rows, _centred_columns(cw), a_zero_point=c.x_zero_point) + c.bias

@@ -236,8 +236,6 @@ class QuantLinear(Layer):
         shift = source.input_shift()
         if shift is None:
             bound = codes.shape[1] * source.span * int(abs_codes.max(initial=0))
-        elif asymmetric:
-            raise ValueError(f"{self.name}: asymmetric weights take an input without per-channel shifts")
         else:
             b.constant(f"{self.name}.x_shift", shift.astype(np.uint8), signed=False)
             inputs.append(f"{self.name}.x_shift")

@@ -67,6 +67,7 @@ from intsim.ops.gelu import check_i_gelu, check_lut_lookup
 from intsim.ops.isqrt import check_isqrt_input
 from intsim.ops.logquant import (
     check_asymmetric_linear,
+    check_linear_weight_shapes,
     check_log_attention_values,
     check_log_encode,
     check_log_linear,
@@ -699,15 +700,21 @@ def _linear_rows(x: TensorOperand) -> torch.Tensor:
     return x.tensor.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
 
 
-def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0) -> torch.Tensor:
-    """Torch twin of :func:`intsim.ops.logquant.asymmetric_linear`: exact ``(x - x_zp) @ (w - wzp).T + bias``, int64.
+def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0, x_shift=None) -> torch.Tensor:
+    """Torch twin of :func:`intsim.ops.logquant.asymmetric_linear`: exact ``((x - x_zp) << x_shift) @ (w - wzp).T +
+    bias``, int64.
 
-    ``x (..., K)``, ``weight (N, K)`` with a per-row zero point ``(N,)`` (int32), ``bias`` int32 ``(N,)``; the bound
-    ``K * max|x - x_zp| * max|w - wzp| + max|bias|`` is proved by :func:`~intsim.ops.logquant.check_asymmetric_linear`.
+    ``x (..., K)``, ``weight (N, K)`` with a per-row zero point ``(N,)`` (int32), ``bias`` int32 ``(N,)``, ``x_shift``
+    ``None`` or integers ``(K,)`` in ``[0, 15]``; the bound ``K * max|x' - x_zp'| * max|w - wzp| + max|bias|`` (``x'``
+    the shifted input) is proved by :func:`~intsim.ops.logquant.check_asymmetric_linear`.
     """
     op = "asymmetric_linear"
     x = TensorOperand(x, "x", op)
     weight = TensorOperand(weight, "weight", op, x.device)
+    if x_shift is not None:
+        check_linear_weight_shapes(tuple(x.shape), tuple(weight.shape)[::-1], op)
+        zero_point, shift = check_linear_input_shift(x, x_zero_point, _param(x_shift, "x_shift", op), op)
+        x, x_zero_point = TensorOperand((x.tensor - zero_point) << _on(x.device, shift), "x", op), 0
     weight_t = weight.view(weight.tensor.t()) if len(weight.shape) == 2 else weight
     c = check_asymmetric_linear(x, weight_t, _param(weight_zero_point, "weight_zero_point", op),
                                 _param(bias, "bias", op), x_zero_point, op)

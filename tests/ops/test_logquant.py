@@ -284,3 +284,36 @@ def test_fused_operand_forms_equal_the_ops_values(bits, q, data):
     centred = lq.centred_weight(weight, zero_points)
     assert centred.tolist() == [[int(w) - int(z) for w in row] for row, z in zip(weight, zero_points)]
     assert centred.dtype.itemsize <= 2
+
+
+@given(st.integers(0, 2**31), st.integers(1, 16), st.integers(1, 5), st.integers(1, 8))
+@settings(max_examples=60, deadline=None)
+def test_asymmetric_linear_with_input_shifts_against_python_ints(seed, k, n, x_bits):
+    # PTF input codes (fc2 over a per-channel GELU output): term k is ((x_k - x_zp) << s_k) * (w_nk - wzp_n)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**x_bits, (2, 3, k))
+    w, wzp = rng.integers(0, 256, (n, k)), rng.integers(0, 256, n)
+    bias, shift = rng.integers(-(2**31), 2**31, n), rng.integers(0, 16, k)
+    zp = int(rng.integers(0, 2**x_bits))
+    exact = [[[sum(((int(x[a, b, j]) - zp) << int(shift[j])) * (int(w[c, j]) - int(wzp[c])) for j in range(k))
+               + int(bias[c]) for c in range(n)] for b in range(3)] for a in range(2)]
+    kw = dict(x_zero_point=zp, x_shift=shift)
+    assert lq.asymmetric_linear_reference(x, w, wzp, bias, **kw).tolist() == exact
+    assert lq.asymmetric_linear(x, w, wzp, bias, **kw).tolist() == exact
+    no_shift = dict(x_zero_point=zp, x_shift=np.zeros(k, np.uint8))
+    assert lq.asymmetric_linear(x, w, wzp, bias, **no_shift).tolist() == \
+        lq.asymmetric_linear(x, w, wzp, bias, x_zero_point=zp).tolist()
+
+
+def test_asymmetric_linear_input_shifts_are_checked_and_bounded():
+    x, w, wzp, bias = np.array([[5, 1]]), np.array([[3, 1]]), np.array([0]), np.array([0])
+    for f in (lq.asymmetric_linear, lq.asymmetric_linear_reference):
+        with pytest.raises(ValueError, match="asymmetric_linear: x_shift must have shape"):
+            f(x, w, wzp, bias, x_shift=np.array([1]))
+        with pytest.raises(ValueError, match="asymmetric_linear: x_shift"):
+            f(x, w, wzp, bias, x_shift=np.array([16, 0]))
+        with pytest.raises(ValueError, match=r"asymmetric_linear: x \(\.\.\., K\) and weight"):
+            f(x, np.array([[1, 2, 3]]), wzp, bias, x_shift=np.array([0, 0]))  # shapes first, as without shifts
+        assert f(np.array([[2**47]]), np.array([[1]]), wzp, bias, x_shift=np.array([15])).tolist() == [[2**62]]
+        with pytest.raises(OverflowError, match="asymmetric_linear"):  # the shifted input's accumulator: 2**63
+            f(np.array([[2**48]]), np.array([[1]]), wzp, bias, x_shift=np.array([15]))

@@ -90,6 +90,9 @@ def test_asymmetric_linear_twin(device, seed, k, n, x_bits, as_uint8):
     wzp = rng.integers(0, 256, n)
     bias = rng.integers(-(2**31), 2**31 - 1, n)
     _both("asymmetric_linear", (x, weight, wzp, bias), dict(x_zero_point=int(rng.integers(0, 2**x_bits))), device)
+    shift = rng.integers(0, 16, k)  # PTF input factors
+    _both("asymmetric_linear", (x, weight, wzp, bias), dict(x_zero_point=int(rng.integers(0, 2**x_bits)),
+                                                            x_shift=shift), device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -127,6 +130,8 @@ def test_int64_edges_and_refusals(device):
     _both("log_encode", (np.array([1]), np.array([1, 3])), {}, device)  # increasing thresholds
     _both("log_linear", (np.array([[3]]), w, wzp, np.array([0]), sh, m), dict(max_shift=0), device)  # code > 2**b
     _both("asymmetric_linear", (np.array([[1]]), w, wzp, np.array([0, 0])), dict(x_zero_point=0), device)
+    _both("asymmetric_linear", (np.array([[2**48]]), w, wzp, np.array([0])), dict(x_shift=[15]), device)  # 2**63
+    _both("asymmetric_linear", (np.array([[1, 1]]), w, wzp, np.array([0])), dict(x_shift=[0, 0]), device)  # K
     _both("log_attention_values", (np.zeros((2, 1, 1), int), np.zeros((3, 1, 1), int), sh, m), kw, device)
 
 
