@@ -53,10 +53,12 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "adalog-w4a4-r10", "adalog-w4a4-r8",
     ),
     # APQ-ViT: the four widths, MPQ against LIS, base-2 log and the minmax uniform softmax, BBC against the
-    # layerwise MSE, PTQ4ViT's input grid against the port's (docs/quantization.md, APQ-ViT section)
+    # layerwise MSE, PTQ4ViT's input grid against the port's, the paper's per-tensor uniform GELU output against the
+    # PTF one (docs/quantization.md, APQ-ViT section)
     "apq-ablation": (
         "apq-w8a8", "apq-w6a6", "apq-w4a8", "apq-w4a4", "apq-w4a4-softmax-lis", "apq-w4a4-softmax-log2",
         "apq-w4a4-softmax-minmax", "apq-w4a4-layerwise", "apq-w6a6-layerwise", "apq-w8a8-port-grid",
+        "apq-w8a8-gelu-uniform", "apq-w6a6-gelu-uniform",
     ),
 }
 

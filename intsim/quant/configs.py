@@ -232,13 +232,15 @@ CONFIGS.update((config.name, config) for config in (adalog_config("adalog-w6a6",
 
 def apq_config(name: str, wbits: int, abits: int, **changes) -> QuantConfig:
     """APQ-ViT at ``wbits``/``abits``: asymmetric per-channel weights, every MAC input uniform at ``abits`` (the MPQ
-    softmax codes too), the non-MAC activations (residual stream, position embedding, GELU index) at 16-bit uniform
-    codes, as in :func:`adalog_config` (APQ-ViT leaves them in floating point)."""
+    softmax codes too) but the GELU output, which has FQ-ViT's power-of-two channel factors at ``abits`` (APQ-ViT:
+    uniform per tensor, the ``-gelu-uniform`` rows; its port: PTQ4ViT's twin uniform), the non-MAC activations
+    (residual stream, position embedding, GELU index) at 16-bit uniform codes, as in :func:`adalog_config` (APQ-ViT
+    leaves them in floating point)."""
     wide = Point("uniform", 16)
     points = dict(weights=Point("asymmetric_channel", wbits), residual=wide, pos_embed=wide,
                   post_layernorm=Point("uniform", abits), qkv=Point("uniform", abits),
                   post_softmax=Point("mpq", abits), attn_output=Point("uniform", abits), gelu_input=wide,
-                  post_gelu=Point("uniform", abits))
+                  post_gelu=Point("ptf", abits))
     return QuantConfig(name, method="apq", **{**points, **changes})
 
 
@@ -246,7 +248,8 @@ CONFIGS.update((config.name, config) for config in (apq_config("apq-w8a8", 8, 8)
                                                      apq_config("apq-w4a8", 4, 8), apq_config("apq-w4a4", 4, 4)))
 
 # APQ-ViT ablation rows at W4A4 (`intsim sweep --configs apq-ablation`): MPQ against the 4-bit Log-Int-Softmax, base-2
-# log codes and the uniform softmax at its minmax range (not searched); BBC against the layerwise MSE
+# log codes and the uniform softmax at its minmax range (not searched); BBC against the layerwise MSE; the paper's
+# per-tensor uniform GELU output against the PTF one
 CONFIGS.update(
     (config.name, config)
     for config in (
@@ -256,6 +259,8 @@ CONFIGS.update(
         apq_config("apq-w4a4-layerwise", 4, 4, apq_metric="layerwise_mse"),
         apq_config("apq-w6a6-layerwise", 6, 6, apq_metric="layerwise_mse"),
         apq_config("apq-w8a8-port-grid", 8, 8, apq_input_grid="port"),
+        apq_config("apq-w8a8-gelu-uniform", 8, 8, post_gelu=Point("uniform", 8)),
+        apq_config("apq-w6a6-gelu-uniform", 6, 6, post_gelu=Point("uniform", 6)),
     )
 )
 
