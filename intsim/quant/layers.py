@@ -139,6 +139,8 @@ class QuantLinear(Layer):
         self.float_weight, self.float_bias = weight, bias
         self.weight_quantizer = make_quantizer(context.config, "weights", f"{name}.weight")
         self.codes = self.scales = self.int_bias = self.weight_zero_points = None
+        self.learned_codes = None  # (scales, codes) of a learned rounding (intsim.quant.reconstruct), kept by finish
+        self.soft_rounding = None  # while a reconstruction trains it: the fast weight is its soft weight
         self._fast = {}
 
     @property
@@ -152,6 +154,11 @@ class QuantLinear(Layer):
         ``-W_q @ eta`` into the bias. The bias is int32, or int64 after a log quantizer (whose unit is tiny)."""
         self.codes, self.scales = self.weight_quantizer.quantize(self.weight)
         self.weight_zero_points = getattr(self.weight_quantizer, "zero_points", None)
+        if self.learned_codes is not None:
+            scales, codes = self.learned_codes
+            if not torch.equal(scales, self.scales):
+                raise RuntimeError(f"{self.name}: the weight scales changed after the rounding was learned")
+            self.codes = codes
         bias = self.bias
         offset = getattr(self.input_quantizer, "value_offset", 0.0)
         if offset:
@@ -162,6 +169,16 @@ class QuantLinear(Layer):
             raise OverflowError(f"{self.name}: the bias does not fit int{64 if self.log_input else 32} at scale "
                                 f"s_x * s_w (input scale {self.input_scale:g})")
         self.int_bias, self._fast = bias, {}
+
+    def set_learned_codes(self, codes: torch.Tensor) -> None:
+        """Codes of a learned rounding at the current scales and zero points (same shape and code range as the
+        nearest ones); :meth:`finish` keeps them while the scales stay."""
+        codes = torch.as_tensor(codes, dtype=torch.int64)
+        if codes.shape != self.codes.shape:
+            raise ValueError(f"{self.name}: learned codes of shape {tuple(codes.shape)}, the weight is "
+                             f"{tuple(self.codes.shape)}")
+        self.learned_codes = (self.scales.clone(), codes)
+        self.finish()
 
     def fold_input_reparam(self, r: torch.Tensor, beta: torch.Tensor) -> None:
         """The input is ``x / r - beta`` per channel (a reparameterized LayerNorm): weight ``W r``, bias
@@ -201,6 +218,9 @@ class QuantLinear(Layer):
         if self.context.mode != "fast":
             bias = None if self.float_bias is None else self.float_bias.to(x.dtype)
             return F.linear(x, self.float_weight.to(x.dtype), bias)
+        if self.soft_rounding is not None:  # a reconstruction in progress: differentiable in its variables
+            bias = (self.int_bias.to(torch.float64) * self.input_scale * self.scales).to(x.dtype)
+            return F.linear(x, self.soft_rounding.weight().to(x.dtype), bias)
         if x.dtype not in self._fast:
             weight = self.dequantized_weight().to(x.dtype)
             bias = (self.int_bias.to(torch.float64) * self.input_scale * self.scales).to(x.dtype)

@@ -1,0 +1,73 @@
+"""Learned rounding and PFCR's unit reconstruction on a tiny ViT: the unit losses fall, the learned codes are the
+exported Program's weights, and that Program runs bit-exact and rebuilds the reconstructed fast model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from test_registries import _assert_bit_exact, _assert_from_program_rebuilds, _program, pixels  # noqa: F401
+
+from intsim.quant.configs import CONFIGS, validate_config
+from intsim.quant.export import export_program
+from intsim.quant.reconstruct import SoftRounding, reconstruct_block
+from test_registries import MEAN, STD
+
+
+@pytest.fixture(scope="module", params=["asymmetric", "symmetric"])
+def reconstructed(request, pixels):
+    # 4-bit weights: asymmetric per channel (APQ-ViT's, uniform activations) or symmetric per channel (FQ-ViT's)
+    base = CONFIGS["apq-w4a4"] if request.param == "asymmetric" else CONFIGS["fqvit-w8a8a4"]
+    config = validate_config(replace(base, method="fqvit", weights=replace(base.weights, bits=4)))
+    qvit, _ = _program(config, pixels)
+    nearest = {name: linear.codes.clone() for name, linear in qvit.linears_q.items()}
+    qvit.mode = "float"
+    with torch.no_grad():
+        x = qvit.embed(torch.as_tensor(pixels))
+    losses = reconstruct_block(qvit, qvit.blocks[0], x, iterations=200, lr=0.05, seed=0)
+    qvit.mode = "fast"
+    return qvit, nearest, losses
+
+
+def test_soft_rounding_starts_at_the_float_weight_and_hardens_to_a_neighbouring_code(reconstructed):
+    qvit, nearest, _ = reconstructed
+    linear = qvit.blocks[0].mlp.fc1
+    fresh = SoftRounding(linear)
+    start = fresh.weight().double()
+    inside = (start - linear.weight).abs() < 1e-3 * linear.scales[:, None]  # codes not clamped at the range's ends
+    assert inside.float().mean() > 0.9
+    codes = linear.codes
+    floor = fresh.floor.to(torch.int64)
+    assert bool(((codes == floor) | (codes == floor + 1) | (codes == fresh.low) | (codes == fresh.high)).all())
+
+
+def test_the_unit_losses_fall_and_the_codes_move(reconstructed):
+    qvit, nearest, losses = reconstructed
+    assert [loss.name for loss in losses] == ["blocks.0.attention", "blocks.0.mlp", "blocks.0"]
+    for loss in losses[:2]:
+        assert loss.after < loss.before, loss
+    assert losses[2].after <= losses[2].before * (1 + 1e-6), losses[2]
+    changed = sum(int((qvit.linears_q[n].codes != nearest[n]).sum()) for n in ("blocks.0.attn.qkv", "blocks.0.mlp.fc1"))
+    assert changed > 0
+
+
+def test_the_learned_codes_are_the_programs_weights_and_it_runs_bit_exact(reconstructed, pixels):
+    qvit, _, _ = reconstructed
+    program = export_program(qvit, preprocess={"mean": MEAN, "std": STD})
+    for name in ("blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"):
+        np.testing.assert_array_equal(program.constants[f"{name}.weight"].astype(np.int64),
+                                      qvit.linears_q[name].codes.numpy())
+    _assert_bit_exact(program, pixels)
+    _assert_from_program_rebuilds(qvit, program, pixels)
+
+
+def test_finish_keeps_learned_codes_and_refuses_changed_scales(reconstructed):
+    qvit, _, _ = reconstructed
+    linear = qvit.blocks[0].mlp.fc2
+    codes = linear.codes.clone()
+    linear.finish()
+    assert torch.equal(linear.codes, codes)
+    with pytest.raises(ValueError, match="learned codes of shape"):
+        linear.set_learned_codes(codes[:1])
