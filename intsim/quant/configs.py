@@ -86,6 +86,10 @@ class QuantConfig:
     # apq: the grid of the Linears' input quantizers: "ptq4vit" (a in [0.01, 1.2), PTQ4ViT's, which can clip ViT-Ti's
     # massive post-GELU values) or "port" (a in [0.7, 1.1), the APQ-ViT port's); docs/quantization.md, APQ-ViT
     apq_input_grid: str = "ptq4vit"
+    # pfcr: the calibration method the reconstruction starts from, and Adam's steps per unit (docs/quantization.md,
+    # PFCR section: attention unit, MLP unit, block, for each block)
+    pfcr_base: str = "fqvit"
+    pfcr_iterations: int = 1000
 
     def point(self, kind: str) -> Point:
         return getattr(self, kind)
@@ -140,6 +144,10 @@ def validate_config(config: QuantConfig) -> QuantConfig:
     if not isinstance(config.apq_metric_images, int) or isinstance(config.apq_metric_images, bool) \
             or config.apq_metric_images < 1:
         raise ValueError(f"{where}: apq_metric_images = {config.apq_metric_images!r} must be an int >= 1")
+    check_choice(config.pfcr_base, "pfcr_base", where, tuple(name for name in METHODS if name != "pfcr"))
+    if not isinstance(config.pfcr_iterations, int) or isinstance(config.pfcr_iterations, bool) \
+            or config.pfcr_iterations < 1:
+        raise ValueError(f"{where}: pfcr_iterations = {config.pfcr_iterations!r} must be an int >= 1")
     if not isinstance(config.ptf_alpha_max, int) or not 0 <= config.ptf_alpha_max <= 7:
         raise ValueError(f"{where}: ptf_alpha_max = {config.ptf_alpha_max!r} outside [0, 7]")
     return config
@@ -176,7 +184,8 @@ def config_from_metadata(values: dict) -> QuantConfig:
 _LATER_FIELDS = ("search_rounds", "search_steps", "search_tokens", "search_seed")
 """Fields added after Programs were first committed: stored only where they differ from their defaults, so the
 Programs (and golden files) of configurations that do not use them keep their bytes and hashes."""
-_DEFAULT_ONLY_WHEN_CHANGED = ("adalog_q_min", "apq_metric", "apq_metric_images", "apq_input_grid")
+_DEFAULT_ONLY_WHEN_CHANGED = ("adalog_q_min", "apq_metric", "apq_metric_images", "apq_input_grid", "pfcr_base",
+                              "pfcr_iterations")
 """Fields added after the AdaLog Programs: stored, for every method, only where they differ from their defaults."""
 
 

@@ -71,3 +71,27 @@ def test_finish_keeps_learned_codes_and_refuses_changed_scales(reconstructed):
     assert torch.equal(linear.codes, codes)
     with pytest.raises(ValueError, match="learned codes of shape"):
         linear.set_learned_codes(codes[:1])
+
+
+def test_the_pfcr_method_calibrates_with_its_base_then_reconstructs_every_block(pixels):
+    from intsim.quant.configs import config_metadata, make_config
+
+    base = replace(CONFIGS["apq-w4a4"], weights=replace(CONFIGS["apq-w4a4"].weights, bits=4))
+    config = validate_config(replace(base, method="pfcr", pfcr_base="fqvit", pfcr_iterations=30))
+    qvit, program = _program(config, pixels)
+    calibrated, _ = _program(validate_config(replace(base, method="fqvit")), pixels)
+    assert [loss.name for loss in qvit.reconstruction_losses] == ["blocks.0.attention", "blocks.0.mlp", "blocks.0"]
+    changed = sum(int((linear.codes != calibrated.linears_q[name].codes).sum()) for name, linear in qvit.linears_q.items())
+    assert changed > 0  # learned codes, at the base method's scales
+    assert all(torch.equal(linear.scales, calibrated.linears_q[name].scales) for name, linear in qvit.linears_q.items())
+    _assert_bit_exact(program, pixels)
+    _assert_from_program_rebuilds(qvit, program, pixels)
+    again, _ = _program(config, pixels)
+    assert all(torch.equal(linear.codes, again.linears_q[name].codes) for name, linear in qvit.linears_q.items())
+    stored = config_metadata(config)
+    assert stored["pfcr_iterations"] == 30 and "pfcr_base" not in stored  # stored only where changed
+    assert "pfcr_iterations" not in config_metadata(make_config("apq-w4a4"))
+    with pytest.raises(ValueError, match="pfcr_base"):
+        validate_config(replace(config, pfcr_base="pfcr"))
+    with pytest.raises(ValueError, match="pfcr_iterations"):
+        validate_config(replace(config, pfcr_iterations=0))
