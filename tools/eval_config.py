@@ -3,6 +3,7 @@ and report float / fast / integer top-1 on a labelled folder plus the exact-matc
 
     python tools/eval_config.py adalog-w4a4 --calib-images 8 --set search_rounds=1 --set search_steps=2 \
         --data ../shared/data --json adalog-w4a4.json
+    python tools/eval_config.py fqvit-w8a8a8 --set method=pfcr --set pfcr_iterations=100   # PFCR on FQ-ViT
 
 Prints one JSON line and writes it to ``--json``; the search and evaluation show tqdm bars.
 """
@@ -16,12 +17,31 @@ from dataclasses import replace
 from pathlib import Path
 
 
+def _field_value(parser, key: str, text: str):
+    """``text`` as the type of the configuration field ``key`` (an int or a str); a parser error otherwise."""
+    from dataclasses import fields
+
+    from intsim.quant.configs import QuantConfig
+
+    kinds = {field.name: field.type for field in fields(QuantConfig)}
+    kind = kinds.get(key)
+    if kind in ("int", int):
+        try:
+            return int(text)
+        except ValueError:
+            parser.error(f"--set {key}={text}: {key} takes an integer")
+    if kind in ("str", str):
+        return text
+    parser.error(f"--set {key}: not an integer or text field of a configuration")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
     parser.add_argument("--calib-images", type=int, default=32)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
-                        help="override an integer field of the configuration (e.g. search_rounds=1)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override an integer or text field of the configuration (e.g. search_rounds=1, "
+                             "method=pfcr)")
     parser.add_argument("--data", default="../shared/data", help="folder with the weights, imagenet-calib-256 and "
                                                                 "imagenet-val-500")
     parser.add_argument("--limit", type=int, default=None, help="validation images (default all)")
@@ -35,7 +55,7 @@ def main() -> None:
     from intsim.quant.export import export_program
 
     data = Path(args.data)
-    overrides = {key: int(value) for key, value in (item.split("=", 1) for item in args.set)}
+    overrides = {key: _field_value(parser, key, value) for key, value in (item.split("=", 1) for item in args.set)}
     model, preprocess, class_names, name = load_float_model(
         "vit_tiny_patch16_224", str(data / "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors"))
     config = validate_config(replace(CONFIGS[args.config], **overrides))
