@@ -134,6 +134,15 @@ def max_abs(array) -> int:
     return max(abs(int(array.min())), abs(int(array.max()))) if array.size else 0
 
 
+def linear_partial_sum_bound(x_span: int, abs_weight: np.ndarray, shift) -> int:
+    """The declared bound of a linear's partial sums before the bias: ``K * x_span * max|w|`` without input shifts,
+    else each input channel's span times its factor times the largest ``|w|`` of its column (``abs_weight (N, K)``
+    the magnitudes of the (centred) weight, ``shift (K,)`` or ``None``)."""
+    if shift is None:
+        return abs_weight.shape[1] * x_span * max_abs(abs_weight)
+    return x_span * int((abs_weight.max(axis=0, initial=0) << shift).sum())
+
+
 def shifted_bound(value_bound, shift) -> int:
     """The largest ``|round_shift(v, k)|`` for ``|v| <= value_bound`` (per channel, exact Python ints)."""
     bounds = np.broadcast_arrays(np.asarray(value_bound, dtype=object), np.asarray(shift, dtype=object))

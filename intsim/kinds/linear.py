@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from intsim import op_schema as s
-from intsim.kinds.base import MULTIPLIER, OUTPUT_CODES, ROUNDING, SHIFT, OpKind, clipped, max_abs, shifted_bound, span
+from intsim.kinds.base import (MULTIPLIER, OUTPUT_CODES, ROUNDING, SHIFT, OpKind, clipped, linear_partial_sum_bound,
+                               max_abs, shifted_bound, span)
 from intsim.op_schema import Operand, OpSchema, OpView
 
 __all__ = ["KINDS"]
@@ -76,10 +77,7 @@ def _linear_report(report, program, op, inputs, outputs):
     shift = np.asarray(inputs[3]).astype(np.int64) if len(inputs) > 3 else None
     operand, operand_zp = shifted_linear_input(x, zp, shift)  # with shifts: (x - zp) << shift, zero point 0
     terms = integer_matmul(np.abs(operand.astype(np.int64) - operand_zp), np.abs(weight.astype(np.int64)).T)
-    if shift is None:
-        bound = weight.shape[1] * span(spec, zp) * max_abs(weight)
-    else:  # each input channel's span times its factor, times the largest |weight| of its column
-        bound = span(spec, zp) * int((np.abs(weight.astype(np.int64)).max(axis=0, initial=0) << shift).sum())
+    bound = linear_partial_sum_bound(span(spec, zp), np.abs(weight.astype(np.int64)), shift)
     report.add("partial_sum_bound", terms + np.abs(bias.astype(np.int64)), bound=bound + max_abs(bias))
     return None
 

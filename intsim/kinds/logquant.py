@@ -13,7 +13,7 @@ import numpy as np
 
 from intsim import limits
 from intsim import op_schema as s
-from intsim.kinds.base import OpKind, max_abs, merge_heads, span, split_heads
+from intsim.kinds.base import OpKind, linear_partial_sum_bound, max_abs, merge_heads, span, split_heads
 from intsim.kinds.attention import attention_values_shape
 from intsim.op_schema import Operand, OpSchema, OpView
 
@@ -162,11 +162,7 @@ def _asymmetric_linear_report(report, program, op, inputs, outputs):
     x = operand.astype(np.int64)
     rows = np.abs(x - operand_zp).reshape(-1, x.shape[-1])
     terms = integer_matmul(rows, np.ascontiguousarray(centred.T)).reshape(x.shape[:-1] + (centred.shape[0],))
-    x_span = span(program.tensors[op.inputs[0]], zp)
-    if shift is None:
-        bound = centred.shape[1] * x_span * max_abs(centred) + max_abs(bias)
-    else:  # each input channel's span times its factor, times the largest |w - wzp| of its column
-        bound = x_span * int((centred.max(axis=0, initial=0) << shift).sum()) + max_abs(bias)
+    bound = linear_partial_sum_bound(span(program.tensors[op.inputs[0]], zp), centred, shift) + max_abs(bias)
     report.add("partial_sum_bound", terms + np.abs(bias), bound=bound)
     return None
 

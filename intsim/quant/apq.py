@@ -24,8 +24,9 @@ port are silent (``docs/quantization.md``, APQ-ViT section, lists every choice):
 
 Weights are asymmetric per output channel (``asymmetric_channel``; the port: per tensor), one ``a`` per layer for
 every channel's range. The GELU output (fc2's input) has FQ-ViT's power-of-two channel factors (``ptf``; the paper:
-uniform per tensor, the ``-gelu-uniform`` configurations), searched by :class:`PtfRange`. The residual stream, position embedding and GELU index stay at the configuration's (16-bit)
-observer ranges: APQ-ViT leaves them in floating point.
+uniform per tensor, the ``-gelu-uniform`` configurations), searched by :class:`PtfRange`. The residual stream,
+position embedding and GELU index stay at the configuration's (16-bit) observer ranges: APQ-ViT leaves them in
+floating point.
 """
 
 from __future__ import annotations

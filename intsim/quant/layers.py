@@ -219,14 +219,15 @@ class QuantLinear(Layer):
             bias = None if self.float_bias is None else self.float_bias.to(x.dtype)
             return F.linear(x, self.float_weight.to(x.dtype), bias)
         if self.soft_rounding is not None:  # a reconstruction in progress: differentiable in its variables
-            bias = (self.int_bias.to(torch.float64) * self.input_scale * self.scales).to(x.dtype)
-            return F.linear(x, self.soft_rounding.weight().to(x.dtype), bias)
+            return F.linear(x, self.soft_rounding.weight().to(x.dtype), self._real_bias(x.dtype))
         if x.dtype not in self._fast:
-            weight = self.dequantized_weight().to(x.dtype)
-            bias = (self.int_bias.to(torch.float64) * self.input_scale * self.scales).to(x.dtype)
-            self._fast[x.dtype] = (weight, bias)
+            self._fast[x.dtype] = (self.dequantized_weight().to(x.dtype), self._real_bias(x.dtype))
         weight, bias = self._fast[x.dtype]
         return F.linear(x, weight, bias)
+
+    def _real_bias(self, dtype) -> torch.Tensor:
+        """The integer bias as a real value: ``bias_n * s_x * s_w[n]``."""
+        return (self.int_bias.to(torch.float64) * self.input_scale * self.scales).to(dtype)
 
     def emit(self, b, x) -> Accumulator:
         """Op ``Linear`` on ``x`` (:class:`Codes` or the pixels), ``AsymmetricLinear`` with asymmetric weights,

@@ -14,8 +14,9 @@ section 1.6), with the layer's calibrated scales ``s_n`` and zero points ``z_n``
   ``clamp(floor(w / s) + z + [V >= 0], lo, hi)`` (``[lo, hi]`` the quantizer's code range);
 * loss: the squared error summed over the channels, averaged over the tokens of a batch, plus
   ``lambda * sum(1 - |2 h(V) - 1|**beta)`` over every variable (``lambda = 0.01``), ``beta`` annealed from 20 to 2
-  after a warm-up of 20 % of the iterations (no rounding loss before); Adam on ``V`` (lr 1e-3), batches of 32
-  images drawn with a seeded generator.
+  after a warm-up of 20 % of the iterations (no rounding loss before); Adam on ``V`` (``reconstruct_unit``'s default
+  lr 1e-3, AdaLog's; the ``pfcr`` method uses :data:`LEARNING_RATE`), batches of 32 images drawn with a seeded
+  generator.
 
 Units (PFCR, fine to coarse): the attention unit ``x + attn(norm1(x))`` and the MLP unit ``h + mlp(norm2(h))`` of a
 block, each on the float model's inputs (AdaLog's choice: the quantized prefix's inputs are a documented
@@ -71,7 +72,8 @@ class SoftRounding:
         return centred * self.scales[:, None].to(torch.float32)
 
     def hard_codes(self) -> torch.Tensor:
-        return (self.floor + (self.variables.detach() >= 0).to(torch.float64)).clamp(self.low, self.high).to(torch.int64)
+        rounded_up = (self.variables.detach() >= 0).to(torch.float64)
+        return (self.floor + rounded_up).clamp(self.low, self.high).to(torch.int64)
 
     def rounding_loss(self, beta: float) -> torch.Tensor:
         return (1.0 - (2.0 * self.h() - 1.0).abs().pow(beta)).sum()
@@ -186,9 +188,8 @@ def reconstruct(qvit, batches, progress=None) -> list[UnitLoss]:
 def _register() -> None:
     from intsim.quant.methods import Method, register_method
 
-    register_method(Method("pfcr", lambda qvit, batches, progress=None: reconstruct(qvit, batches, progress),
-                           "PFCR: a base calibration, then learned weight rounding unit by unit (attention, MLP, "
-                           "block), fine to coarse"))
+    register_method(Method("pfcr", reconstruct, "PFCR: a base calibration, then learned weight rounding unit by "
+                                                "unit (attention, MLP, block), fine to coarse"))
 
 
 _register()

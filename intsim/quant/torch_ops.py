@@ -369,6 +369,15 @@ def integer_matmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None):
     return _matmul(a, TensorOperand(b, "b", op, a.device), a_zero_point, b_zero_point, bias, op)
 
 
+def _shifted_input(x: "TensorOperand", x_zero_point, x_shift, op: str):
+    """``(x, x_zero_point)``, or with ``x_shift`` the PTF input ``((x - x_zp) << x_shift, 0)`` (validated and proved
+    to fit int64 by :func:`~intsim.ops.matmul.check_linear_input_shift`): the torch side of ``shifted_linear_input``."""
+    if x_shift is None:
+        return x, x_zero_point
+    zero_point, shift = check_linear_input_shift(x, x_zero_point, _param(x_shift, "x_shift", op), op)
+    return TensorOperand((x.tensor - zero_point) << _on(x.device, shift), "x", op), 0
+
+
 def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
     """Torch twin of :func:`intsim.ops.matmul.integer_linear`: exact int64
     ``((x - x_zp) << x_shift) @ weight.T + bias``.
@@ -379,9 +388,7 @@ def integer_linear(x, weight, *, x_zero_point=0, bias=None, x_shift=None):
     op = "integer_linear"
     x = TensorOperand(x, "x", op)
     weight = TensorOperand(weight, "weight", op, x.device)
-    if x_shift is not None:
-        zero_point, shift = check_linear_input_shift(x, x_zero_point, _param(x_shift, "x_shift", op), op)
-        x, x_zero_point = TensorOperand((x.tensor - zero_point) << _on(x.device, shift), "x", op), 0
+    x, x_zero_point = _shifted_input(x, x_zero_point, x_shift, op)
     out_shape = check_linear_shapes(x.shape, weight.shape, op)
     rows = x.view(x.tensor.reshape(-1, x.shape[-1]))
     return _matmul(rows, weight.view(weight.tensor.t()), x_zero_point, 0, bias, op, LINEAR_NAMES).reshape(out_shape)
@@ -712,9 +719,8 @@ def asymmetric_linear(x, weight, weight_zero_point, bias, *, x_zero_point=0, x_s
     x = TensorOperand(x, "x", op)
     weight = TensorOperand(weight, "weight", op, x.device)
     if x_shift is not None:
-        check_linear_weight_shapes(tuple(x.shape), tuple(weight.shape)[::-1], op)
-        zero_point, shift = check_linear_input_shift(x, x_zero_point, _param(x_shift, "x_shift", op), op)
-        x, x_zero_point = TensorOperand((x.tensor - zero_point) << _on(x.device, shift), "x", op), 0
+        check_linear_weight_shapes(tuple(x.shape), tuple(weight.shape)[::-1], op)  # shapes first, as without
+    x, x_zero_point = _shifted_input(x, x_zero_point, x_shift, op)
     weight_t = weight.view(weight.tensor.t()) if len(weight.shape) == 2 else weight
     c = check_asymmetric_linear(x, weight_t, _param(weight_zero_point, "weight_zero_point", op),
                                 _param(bias, "bias", op), x_zero_point, op)
