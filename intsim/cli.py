@@ -48,9 +48,12 @@ def _quantize(args) -> int:
     from intsim.evaluate import quantize
     from intsim.program import save_program
 
+    from intsim.quant.reconstruct import run_options
+
     _check_output(args.output, "--output")
-    _, program = quantize(args.model, args.weights, args.calib, _config(args), batch_size=args.batch_size,
-                          workers=args.workers, limit=args.calib_limit)
+    with run_options(checkpoint=args.checkpoint):
+        _, program = quantize(args.model, args.weights, args.calib, _config(args), batch_size=args.batch_size,
+                              workers=args.workers, limit=args.calib_limit)
     path = save_program(program, args.output)
     print(f"wrote {path}: {len(program.ops)} ops, {len(program.constants)} constant tensors, "
           f"config {program.metadata['config']['name']}, sha256 {program.sha256()[:16]}")
@@ -178,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = commands.add_parser("quantize", help="calibrate a model and export its integer Program")
     _add_model(quantize, calib=True)
     quantize.add_argument("-o", "--output", required=True, help="Program file to write")
+    quantize.add_argument("--checkpoint", metavar="FOLDER",
+                          help="pfcr configurations: save every reconstructed unit here and resume from it")
     quantize.set_defaults(handler=_quantize)
 
     run = commands.add_parser("run", help="run a Program on images: top-5 classes with integer logits")

@@ -60,6 +60,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "apq-w4a4-softmax-minmax", "apq-w4a4-layerwise", "apq-w6a6-layerwise", "apq-w8a8-port-grid",
         "apq-w8a8-gelu-uniform", "apq-w6a6-gelu-uniform",
     ),
+    # PFCR beside the calibration-only rows it starts from (docs/quantization.md, PFCR section)
+    "pfcr": ("adalog-w4a4", "pfcr-w4a4", "adalog-w3a3", "pfcr-w3a3", "fqvit-w8a8a8", "pfcr-w8a8"),
 }
 
 PIPELINES = ("float", "fakequant", "integer")

@@ -3,7 +3,7 @@ and report float / fast / integer top-1 on a labelled folder plus the exact-matc
 
     python tools/eval_config.py adalog-w4a4 --calib-images 8 --set search_rounds=1 --set search_steps=2 \
         --data ../shared/data --json adalog-w4a4.json
-    python tools/eval_config.py fqvit-w8a8a8 --set method=pfcr --set pfcr_iterations=100   # PFCR on FQ-ViT
+    python tools/eval_config.py pfcr-w4a4 --calib-images 256 --checkpoint pfcr-checkpoints   # PFCR on AdaLog
 
 Prints one JSON line and writes it to ``--json``; the search and evaluation show tqdm bars.
 """
@@ -47,12 +47,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="validation images (default all)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--save-program", default=None, help="also write the exported Program here")
+    parser.add_argument("--checkpoint", default=None, metavar="FOLDER",
+                        help="pfcr configurations: save every reconstructed unit here and resume from it")
     args = parser.parse_args()
 
     from intsim.evaluate import (calibrate, calibration_batches, check_program, evaluate, labelled_batches,
                                  load_float_model)
     from intsim.quant.configs import CONFIGS, validate_config
     from intsim.quant.export import export_program
+    from intsim.quant.reconstruct import run_options
 
     data = Path(args.data)
     overrides = {key: _field_value(parser, key, value) for key, value in (item.split("=", 1) for item in args.set)}
@@ -62,7 +65,8 @@ def main() -> None:
     calib = calibration_batches(str(data / "imagenet-calib-256"), preprocess, batch_size=min(args.calib_images, 32),
                                 workers=2, limit=args.calib_images)
     start = time.time()
-    qvit = calibrate(model, preprocess, config, None, calib_batches=calib)
+    with run_options(checkpoint=args.checkpoint):
+        qvit = calibrate(model, preprocess, config, None, calib_batches=calib)
     seconds = time.time() - start
     program = export_program(qvit, model_name=name, class_names=class_names, preprocess=preprocess.to_config())
     if args.save_program:
@@ -75,7 +79,9 @@ def main() -> None:
                       paths=None if first.paths is None else first.paths[:16])
     check = check_program(qvit, program, [sixteen]).as_json()
     result = dict(configuration=args.config, overrides=overrides, calibration_images=args.calib_images,
-                  calibration_seconds=round(seconds, 1), exact_match_rate=check["exact_match_rate"],
+                  calibration_seconds=round(seconds, 1),
+                  reconstruction=[vars(loss) for loss in getattr(qvit, "reconstruction_losses", [])],
+                  exact_match_rate=check["exact_match_rate"],
                   exact_match_images=check["images"], tensors=check["points"], accuracy=evaluate(qvit, program, batches))
     print(json.dumps(result))
     if args.json:

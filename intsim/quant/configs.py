@@ -90,6 +90,13 @@ class QuantConfig:
     # PFCR section: attention unit, MLP unit, block, for each block)
     pfcr_base: str = "fqvit"
     pfcr_iterations: int = 1000
+    # pfcr: blocks per group of the coarsest stage (1: no group stage), and the images the base calibration sees
+    # (the reconstruction sees all the calibration images)
+    pfcr_group_blocks: int = 4
+    pfcr_base_images: int = 32
+    # pfcr: what feeds each unit: the float model's inputs ("float", AdaLog's), the quantized prefix's
+    # ("quantized", BRECQ's) or each element from either with probability 1/2 ("mix", QDrop's)
+    pfcr_inputs: str = "mix"
 
     def point(self, kind: str) -> Point:
         return getattr(self, kind)
@@ -141,13 +148,12 @@ def validate_config(config: QuantConfig) -> QuantConfig:
         raise ValueError(f"{where}: adalog_q_min = {config.adalog_q_min!r} must be an int in [1, 137]")
     check_choice(config.apq_metric, "apq_metric", where, APQ_METRICS)
     check_choice(config.apq_input_grid, "apq_input_grid", where, APQ_INPUT_GRIDS)
-    if not isinstance(config.apq_metric_images, int) or isinstance(config.apq_metric_images, bool) \
-            or config.apq_metric_images < 1:
-        raise ValueError(f"{where}: apq_metric_images = {config.apq_metric_images!r} must be an int >= 1")
     check_choice(config.pfcr_base, "pfcr_base", where, tuple(name for name in METHODS if name != "pfcr"))
-    if not isinstance(config.pfcr_iterations, int) or isinstance(config.pfcr_iterations, bool) \
-            or config.pfcr_iterations < 1:
-        raise ValueError(f"{where}: pfcr_iterations = {config.pfcr_iterations!r} must be an int >= 1")
+    check_choice(config.pfcr_inputs, "pfcr_inputs", where, ("float", "quantized", "mix"))
+    for key in ("apq_metric_images", "pfcr_iterations", "pfcr_group_blocks", "pfcr_base_images"):
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{where}: {key} = {value!r} must be an int >= 1")
     if not isinstance(config.ptf_alpha_max, int) or not 0 <= config.ptf_alpha_max <= 7:
         raise ValueError(f"{where}: ptf_alpha_max = {config.ptf_alpha_max!r} outside [0, 7]")
     return config
@@ -185,7 +191,8 @@ _LATER_FIELDS = ("search_rounds", "search_steps", "search_tokens", "search_seed"
 """Fields added after Programs were first committed: stored only where they differ from their defaults, so the
 Programs (and golden files) of configurations that do not use them keep their bytes and hashes."""
 _DEFAULT_ONLY_WHEN_CHANGED = ("adalog_q_min", "apq_metric", "apq_metric_images", "apq_input_grid", "pfcr_base",
-                              "pfcr_iterations")
+                              "pfcr_iterations", "pfcr_group_blocks", "pfcr_base_images",
+                              "pfcr_inputs")
 """Fields added after the AdaLog Programs: stored, for every method, only where they differ from their defaults."""
 
 
@@ -232,12 +239,17 @@ def adalog_config(name: str, bits: int, **changes) -> QuantConfig:
     points = dict(weights=Point("asymmetric_channel", bits), residual=wide, pos_embed=wide,
                   post_layernorm=Point("uniform", bits), qkv=Point("uniform", bits), post_softmax=Point("adalog", bits),
                   attn_output=Point("uniform", bits), gelu_input=wide, post_gelu=Point("adalog", bits))
-    return QuantConfig(name, method="adalog", **{**points, **changes})
+    return QuantConfig(name, **{"method": "adalog", **points, **changes})
 
 
 CONFIGS.update((config.name, config) for config in (adalog_config("adalog-w6a6", 6, adalog_q_min=2),
                                                      adalog_config("adalog-w4a4", 4),
                                                      adalog_config("adalog-w3a3", 3)))
+# PFCR (docs/quantization.md, PFCR section): reconstruction on AdaLog's quantizers at 4 and 3 bits, on FQ-ViT's at 8
+CONFIGS.update((config.name, config) for config in (
+    adalog_config("pfcr-w4a4", 4, method="pfcr", pfcr_base="adalog"),
+    adalog_config("pfcr-w3a3", 3, method="pfcr", pfcr_base="adalog"),
+    replace(FQVIT_W8A8A8, name="pfcr-w8a8", method="pfcr", pfcr_base="fqvit")))
 
 def apq_config(name: str, wbits: int, abits: int, **changes) -> QuantConfig:
     """APQ-ViT at ``wbits``/``abits``: asymmetric per-channel weights, every MAC input uniform at ``abits`` (the MPQ

@@ -84,6 +84,7 @@ class QuantContext:
         self.points: dict = {}
         self.codes: dict | None = None
         self.builder = None
+        self.trained_scales: dict = {}  # point name -> LearnedScale while a reconstruction learns its step
 
     def quantizer(self, kind: str, name: str):
         """A new quantization point ``name`` of kind ``kind`` (a tensor name of the Program)."""
@@ -103,6 +104,9 @@ class QuantContext:
             return x
         if self.mode != "fast":
             return x
+        trained = getattr(self, "trained_scales", None)  # (absent from models pickled before it)
+        if trained and quantizer.name in trained:
+            return trained[quantizer.name].fake_quant(x)
         values, codes = quantizer.fake_quant(x)
         if self.codes is not None:
             self.codes[quantizer.name] = codes.to(torch.int64)

@@ -80,7 +80,8 @@ def test_the_pfcr_method_calibrates_with_its_base_then_reconstructs_every_block(
     config = validate_config(replace(base, method="pfcr", pfcr_base="fqvit", pfcr_iterations=30))
     qvit, program = _program(config, pixels)
     calibrated, _ = _program(validate_config(replace(base, method="fqvit")), pixels)
-    assert [loss.name for loss in qvit.reconstruction_losses] == ["blocks.0.attention", "blocks.0.mlp", "blocks.0"]
+    assert [loss.name for loss in qvit.reconstruction_losses] == ["embed", "blocks.0.attention", "blocks.0.mlp",
+                                                                  "blocks.0", "head"]
     changed = sum(int((linear.codes != calibrated.linears_q[name].codes).sum()) for name, linear in qvit.linears_q.items())
     assert changed > 0  # learned codes, at the base method's scales
     assert all(torch.equal(linear.scales, calibrated.linears_q[name].scales) for name, linear in qvit.linears_q.items())
@@ -95,3 +96,42 @@ def test_the_pfcr_method_calibrates_with_its_base_then_reconstructs_every_block(
         validate_config(replace(config, pfcr_base="pfcr"))
     with pytest.raises(ValueError, match="pfcr_iterations"):
         validate_config(replace(config, pfcr_iterations=0))
+
+
+def test_pfcr_learns_step_sizes_groups_blocks_and_resumes_from_a_checkpoint(pixels, tmp_path, monkeypatch):
+    from test_registries import _tiny_vit
+
+    from intsim.quant import reconstruct as engine
+
+    base = CONFIGS["apq-w4a4"]
+    config = validate_config(replace(base, method="pfcr", pfcr_base="fqvit", pfcr_iterations=20, pfcr_group_blocks=2))
+    calibrated, _ = _program(validate_config(replace(base, method="fqvit")), pixels, _tiny_vit(depth=2))
+    whole, program = _program(config, pixels, _tiny_vit(depth=2))
+    names = [loss.name for loss in whole.reconstruction_losses]
+    assert names == ["embed", *(f"blocks.{b}{u}" for b in (0, 1) for u in (".attention", ".mlp", "")), "blocks.0-1",
+                     "head"]
+    learned = {name: q.qparams.scale for name, q in whole.points.items() if engine.LearnedScale.applies(q)}
+    assert learned and any(scale != calibrated.points[name].qparams.scale for name, scale in learned.items())
+    _assert_bit_exact(program, pixels)
+    _assert_from_program_rebuilds(whole, program, pixels)
+
+    calls = []
+    original = engine.reconstruct_unit
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "reconstruct_unit", interrupted)
+    with engine.run_options(checkpoint=str(tmp_path)), pytest.raises(KeyboardInterrupt):
+        _program(config, pixels, _tiny_vit(depth=2))
+    monkeypatch.setattr(engine, "reconstruct_unit", original)
+    with engine.run_options(checkpoint=str(tmp_path)):
+        resumed, again = _program(config, pixels, _tiny_vit(depth=2))
+    assert [loss.name for loss in resumed.reconstruction_losses] == names
+    for name, linear in whole.linears_q.items():
+        assert torch.equal(linear.codes, resumed.linears_q[name].codes), name
+    assert {name: resumed.points[name].qparams.scale for name in learned} == learned
+    assert again.sha256() == program.sha256()  # the same Program, bit for bit

@@ -23,11 +23,11 @@ from intsim.quant.vit import QuantViT
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
-def _tiny_vit(seed: int = 0) -> VisionTransformer:
-    """A one-block ViT whose activations have trained-like magnitudes (timm's init, std 0.02, leaves q and k so
+def _tiny_vit(seed: int = 0, depth: int = 1) -> VisionTransformer:
+    """A one-block (or ``depth``-block) ViT whose activations have trained-like magnitudes (timm's init, std 0.02, leaves q and k so
     small that no softmax constants exist at their scores' scale)."""
     torch.manual_seed(seed)
-    model = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0,
+    model = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=depth, num_heads=2, mlp_ratio=2.0,
                               num_classes=5).eval()
     with torch.no_grad():
         for module in model.modules():
