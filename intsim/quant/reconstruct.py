@@ -49,7 +49,7 @@ import contextlib
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -402,9 +402,8 @@ def _run(qvit, unit: _Unit, roundings: dict, *, lr: float, seed: int, progress, 
 
 
 def _key(config, pixels: torch.Tensor) -> str:
-    from intsim.quant.configs import config_metadata
-
-    digest = hashlib.sha256(repr(sorted(config_metadata(config).items())).encode())
+    """The checkpoint's name: the configuration's name, then a hash of all its fields and the calibration pixels."""
+    digest = hashlib.sha256(repr(sorted(asdict(config).items())).encode())
     digest.update(pixels.numpy().tobytes())
     return f"{config.name}-{digest.hexdigest()[:16]}"
 
