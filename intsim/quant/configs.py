@@ -89,7 +89,7 @@ class QuantConfig:
     # pfcr: the calibration method the reconstruction starts from, and Adam's steps per unit (docs/quantization.md,
     # PFCR section: attention unit, MLP unit, block, for each block)
     pfcr_base: str = "fqvit"
-    pfcr_iterations: int = 1000
+    pfcr_iterations: int = 500
     # pfcr: blocks per group of the coarsest stage (1: no group stage), and the images the base calibration sees
     # (the reconstruction sees all the calibration images)
     pfcr_group_blocks: int = 4

@@ -37,7 +37,8 @@ with probability 1/2, drawn anew every step (``mix``, QDrop's, the default):
    softmax from the quantized one's.
 
 Unit loss: the squared error summed over the channels, averaged over the tokens of a batch of 32 images drawn with
-a seeded generator (one per unit), Adam on ``V`` (:data:`LEARNING_RATE`). The base calibration sees the first
+a seeded generator (one per unit), Adam on ``V`` (:data:`LEARNING_RATE`). A unit whose hard loss ends above its
+start is put back to its start (codes, variables, step sizes; ``UnitLoss.kept`` is False). The base calibration sees the first
 ``pfcr_base_images`` images; the reconstruction sees all. Deterministic for the same images and ``search_seed``
 on one device; with a checkpoint directory (:func:`run_options`) every finished unit is saved and an interrupted
 run resumes after the last one with the same result.
@@ -61,8 +62,8 @@ ZETA, GAMMA = 1.1, -0.1  # AdaRound's stretch of the sigmoid
 WARMUP = 0.2  # fraction of the iterations without the rounding loss
 BETA = (20.0, 2.0)
 ROUNDING_WEIGHT = 0.01
-LEARNING_RATE = 1e-2  # the pfcr method's Adam step on V: 10x AdaLog's 1e-3, for 1000 steps per unit against 20000
-SCALE_LEARNING_RATE = 1e-3  # Adam on log(s / s0): at most about e^{+-1} over 1000 steps
+LEARNING_RATE = 1e-2  # the pfcr method's Adam step on V: 10x AdaLog's 1e-3, for 500 steps per unit against 20000
+SCALE_LEARNING_RATE = 1e-3  # Adam on log(s / s0): at most about e^{+-0.5} over 500 steps
 BATCH = 32
 DROP = 0.5  # QDrop: the probability of the float value in a mixed input
 INPUTS = ("float", "quantized", "mix")
@@ -149,12 +150,14 @@ def _set_scale(qvit, quantizer, scale: float) -> None:
 @dataclass
 class UnitLoss:
     """A unit's loss with hard rounding and calibrated (``before``) / learned (``after``) values, on its
-    training inputs, and the seconds it took."""
+    training inputs, and the seconds it took. ``kept`` is False where ``after > before``: the unit's codes, rounding
+    variables and step sizes were put back to their start."""
 
     name: str
     before: float
     after: float
     seconds: float = 0.0
+    kept: bool = True
 
 
 @dataclass
@@ -205,6 +208,8 @@ def reconstruct_unit(name: str, unit, roundings: list[SoftRounding], x: torch.Te
     context = qvit.context if qvit is not None else linears[0].context
     spec = _Unit(name, unit, linears, list(scales), x if quantized is None else quantized, target, iterations, loss)
     before = _evaluate(spec)
+    start = [(r, r.variables.detach().clone(), r.linear.learned_codes) for r in roundings], \
+        [(s.quantizer, s.quantizer.qparams.scale) for s in scales]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam([r.variables for r in roundings], lr=lr)
     scale_optimizer = torch.optim.Adam([s.log_ratio for s in scales], lr=SCALE_LEARNING_RATE) if scales else None
@@ -244,7 +249,23 @@ def reconstruct_unit(name: str, unit, roundings: list[SoftRounding], x: torch.Te
         linear.set_learned_codes(rounding.hard_codes())
     for learned in scales:
         _set_scale(qvit, learned.quantizer, learned.learned_scale())
-    return UnitLoss(name, before, _evaluate(spec), round(time.time() - start_time, 1))
+    after = _evaluate(spec)
+    if after > before:
+        _put_back(qvit, *start)
+    return UnitLoss(name, before, after, round(time.time() - start_time, 1), kept=after <= before)
+
+
+def _put_back(qvit, roundings: list, scales: list) -> None:
+    """Undo a unit whose learned values raised its loss: the step sizes, then the codes and variables it started
+    with (the hard loss of soft-trained codes can exceed the calibrated one where the soft optimum is far from a
+    corner, e.g. the patch embedding on uint8 pixels, whose rows amplify a mean rounding error by ~120 x 768)."""
+    for quantizer, scale in scales:
+        _set_scale(qvit, quantizer, scale)
+    for rounding, variables, learned_codes in roundings:
+        with torch.no_grad():
+            rounding.variables.copy_(variables)
+        rounding.linear.learned_codes = learned_codes
+        rounding.linear.finish()
 
 
 # ------------------------------------------------------------------------------------------------- the schedule

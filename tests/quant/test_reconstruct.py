@@ -12,7 +12,7 @@ from test_registries import _assert_bit_exact, _assert_from_program_rebuilds, _p
 
 from intsim.quant.configs import CONFIGS, validate_config
 from intsim.quant.export import export_program
-from intsim.quant.reconstruct import SoftRounding, reconstruct_block
+from intsim.quant.reconstruct import SoftRounding, reconstruct_block, reconstruct_unit
 from test_registries import MEAN, STD
 
 
@@ -135,3 +135,26 @@ def test_pfcr_learns_step_sizes_groups_blocks_and_resumes_from_a_checkpoint(pixe
         assert torch.equal(linear.codes, resumed.linears_q[name].codes), name
     assert {name: resumed.points[name].qparams.scale for name in learned} == learned
     assert again.sha256() == program.sha256()  # the same Program, bit for bit
+
+
+def test_a_unit_whose_loss_rises_is_put_back_to_its_start(pixels):
+    # the target is the calibrated fast model's own output, so the start's loss is 0 and any moved code raises it
+    config = validate_config(replace(CONFIGS["fqvit-w8a8a4"], weights=replace(CONFIGS["fqvit-w8a8a4"].weights, bits=4)))
+    qvit, _ = _program(config, pixels)
+    block = qvit.blocks[0]
+    linears = [block.mlp.fc1, block.mlp.fc2]
+    start = [linear.codes.clone() for linear in linears]
+    x = torch.as_tensor(pixels)
+    with torch.no_grad():
+        h = qvit.embed(x)
+        target = block(h)
+    roundings = [SoftRounding(linear) for linear in linears]
+    variables = [r.variables.detach().clone() for r in roundings]
+    loss = reconstruct_unit("blocks.0", block, roundings, h, target, iterations=30, lr=0.05, weight=0.0, qvit=qvit)
+    assert loss.before == 0.0 and loss.after > 0.0 and not loss.kept, loss
+    for linear, codes, rounding, v in zip(linears, start, roundings, variables):
+        assert linear.learned_codes is None
+        torch.testing.assert_close(linear.codes, codes, rtol=0, atol=0)
+        torch.testing.assert_close(rounding.variables.detach(), v, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(block(h), target, rtol=0, atol=0)
