@@ -38,8 +38,8 @@ with probability 1/2, drawn anew every step (``mix``, QDrop's, the default):
 
 Unit loss: the squared error summed over the channels, averaged over the tokens of a batch of 32 images drawn with
 a seeded generator (one per unit), Adam on ``V`` (:data:`LEARNING_RATE`). A unit whose hard loss ends above its
-start is put back to its start (codes, variables, step sizes; ``UnitLoss.kept`` is False). The base calibration sees the first
-``pfcr_base_images`` images; the reconstruction sees all. Deterministic for the same images and ``search_seed``
+start is put back to its start (codes, variables, step sizes; ``UnitLoss.kept`` is False). The base calibration
+sees the first ``pfcr_base_images`` images; the reconstruction sees all. Deterministic for the same images and ``search_seed``
 on one device; with a checkpoint directory (:func:`run_options`) every finished unit is saved and an interrupted
 run resumes after the last one with the same result.
 """
@@ -208,8 +208,8 @@ def reconstruct_unit(name: str, unit, roundings: list[SoftRounding], x: torch.Te
     context = qvit.context if qvit is not None else linears[0].context
     spec = _Unit(name, unit, linears, list(scales), x if quantized is None else quantized, target, iterations, loss)
     before = _evaluate(spec)
-    start = [(r, r.variables.detach().clone(), r.linear.learned_codes) for r in roundings], \
-        [(s.quantizer, s.quantizer.qparams.scale) for s in scales]
+    start_roundings = [(r, r.variables.detach().clone(), r.linear.learned_codes) for r in roundings]
+    start_scales = [(s.quantizer, s.quantizer.qparams.scale) for s in scales]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam([r.variables for r in roundings], lr=lr)
     scale_optimizer = torch.optim.Adam([s.log_ratio for s in scales], lr=SCALE_LEARNING_RATE) if scales else None
@@ -250,9 +250,10 @@ def reconstruct_unit(name: str, unit, roundings: list[SoftRounding], x: torch.Te
     for learned in scales:
         _set_scale(qvit, learned.quantizer, learned.learned_scale())
     after = _evaluate(spec)
-    if after > before:
-        _put_back(qvit, *start)
-    return UnitLoss(name, before, after, round(time.time() - start_time, 1), kept=after <= before)
+    kept = after <= before
+    if not kept:
+        _put_back(qvit, start_roundings, start_scales)
+    return UnitLoss(name, before, after, round(time.time() - start_time, 1), kept=kept)
 
 
 def _put_back(qvit, roundings: list, scales: list) -> None:
